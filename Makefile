@@ -1,0 +1,60 @@
+# incusexec: the two commands a newcomer needs are `make demo` and `make test`
+# (as root on Debian or Ubuntu). Both install what is missing first.
+
+GO        ?= go
+GOFLAGS   ?=
+# auto: run integration tests where a private incusd can start, skip otherwise;
+# required: fail instead of skipping (CI); off: unit tests only.
+INCUSEXEC_INTEGRATION ?= auto
+export INCUSEXEC_INTEGRATION
+TESTTIMEOUT ?= 20m
+FUZZTIME  ?= 20s
+BENCHARGS ?=
+
+.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak clean
+
+all: build
+
+## deps: install Incus 6.0 LTS and the tools the tests use (root, Debian/Ubuntu)
+deps:
+	@bash internal/install/install-deps.sh
+
+## incus-up: start the system's Incus daemon when it is not running
+incus-up: deps
+	@bash internal/install/start-incus.sh
+
+build:
+	$(GO) build $(GOFLAGS) ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## test: unit tests, the fakes' and the real daemon's integration tests, with -race
+test: deps vet fmt-check
+	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TESTTIMEOUT) ./...
+
+## unit: tests that need no daemon
+unit:
+	INCUSEXEC_INTEGRATION=off $(GO) test $(GOFLAGS) -race -count=1 ./...
+
+## demo: start Incus if needed and run the main job for real
+demo: incus-up
+	$(GO) run ./examples/incusexec demo
+
+## bench: the benchmark table against the incus CLI (see README.md)
+bench: incus-up
+	$(GO) run ./examples/incusexec bench $(BENCHARGS)
+
+## fuzz: run every fuzz target for FUZZTIME each (seed corpora are in testdata/)
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "== $$pkg $$f"; \
+	    INCUSEXEC_INTEGRATION=off $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done

@@ -1,0 +1,77 @@
+// Package incusop bridges Go contexts onto the Incus client, whose calls
+// mostly take none: requests are bound to a context with [Bind], and
+// operations are awaited with [Wait], which cancels the server-side operation
+// when the context ends first.
+package incusop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	incus "github.com/lxc/incus/v6/client"
+)
+
+// Operation is the part of an Incus operation that Wait needs.
+type Operation interface {
+	WaitContext(ctx context.Context) error
+	Cancel() error
+}
+
+// Wait waits for op. When ctx ends first it asks the server to cancel the
+// operation (where Incus allows it; not all operations can be cancelled) and
+// returns an error wrapping ctx.Err().
+func Wait(ctx context.Context, op Operation) error {
+	err := op.WaitContext(ctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		_ = op.Cancel()
+		return fmt.Errorf("%w (operation cancelled)", context.Cause(ctx))
+	}
+	return err
+}
+
+// Bind returns a client whose HTTP requests carry ctx, so that a blocked
+// request ends with the context. Clients that cannot carry a context are
+// returned unchanged.
+func Bind[C any](ctx context.Context, c C) C {
+	type withContext interface {
+		WithContext(context.Context) incus.InstanceServer
+	}
+	if wc, ok := any(c).(withContext); ok {
+		if bound, ok := any(wc.WithContext(ctx)).(C); ok {
+			return bound
+		}
+	}
+	return c
+}
+
+// Poll calls check every interval until it reports done, returns an error,
+// or ctx ends; then it returns check's error or one that wraps ctx's and
+// names what was last seen.
+func Poll(ctx context.Context, interval time.Duration, check func() (done bool, seen string, err error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var seen string
+	for {
+		done, s, err := check()
+		if err != nil || done {
+			return err
+		}
+		seen = s
+		select {
+		case <-ctx.Done():
+			if seen == "" {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("%w (last seen: %s)", context.Cause(ctx), seen)
+		case <-t.C:
+		}
+	}
+}
+
+// ErrCancelled is returned by fakes' operations that were cancelled.
+var ErrCancelled = errors.New("operation cancelled")

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# install-deps.sh installs what incusexec's tests and demo need on a Debian or
+# Ubuntu machine, as root: Incus 6.0 LTS and the tools the test harness uses to
+# build images. It is idempotent and quiet when everything is present.
+#
+# Incus comes from the distribution when it carries it, otherwise from the
+# distribution's backports suite. The backports source is derived from the
+# machine's own Debian source (same URIs and keyring, suite "<codename>-backports"),
+# so no mirror host name is written here.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Each required command and the package that provides it.
+declare -A wanted=(
+  [incusd]="incus-base"
+  [incus]="incus-client"
+  [busybox]="busybox-static"
+  [mkfs.btrfs]="btrfs-progs"
+  [debootstrap]="debootstrap"
+  [xz]="xz-utils"
+  [zstd]="zstd"
+  [qemu-img]="qemu-utils"
+  [dnsmasq]="dnsmasq-base"
+  [nft]="nftables"
+  [ip]="iproute2"
+)
+
+have() {
+  case "$1" in
+    incusd) [ -x /usr/libexec/incus/incusd ] || command -v incusd >/dev/null 2>&1 ;;
+    busybox) [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && \
+             ! ldd /bin/busybox >/dev/null 2>&1 ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+missing=()
+for cmd in "${!wanted[@]}"; do
+  have "$cmd" || missing+=("${wanted[$cmd]}")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  die "missing packages: ${missing[*]}; run this as root (sudo make test) to install them"
+fi
+command -v apt-get >/dev/null 2>&1 || die "missing packages: ${missing[*]}; only Debian/Ubuntu (apt) is supported"
+
+export DEBIAN_FRONTEND=noninteractive
+apt_quiet() { apt-get -qq -o Dpkg::Use-Pty=0 "$@" >/dev/null; }
+
+log "installing: ${missing[*]}"
+apt_quiet update
+
+# Does the configured archive carry Incus 6.0 LTS already?
+incus_candidate() { apt-cache policy incus-base 2>/dev/null | awk '/Candidate:/ {print $2}'; }
+cand=$(incus_candidate)
+if [[ " ${missing[*]} " == *" incus-"* ]] && { [ -z "$cand" ] || [ "$cand" = "(none)" ]; }; then
+  . /etc/os-release
+  codename=${VERSION_CODENAME:-}
+  [ -n "$codename" ] || die "cannot tell the distribution's codename from /etc/os-release"
+  target=/etc/apt/sources.list.d/incusexec-backports.sources
+  # Derive the backports entry from the first source that serves the
+  # distribution's main suite: its URIs, components and keyring, another suite.
+  python_free_derive() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ -f "$f" ] || continue
+      [ "$f" = "$target" ] && continue
+      awk -v want="$codename" -v suite="$codename-backports" '
+        BEGIN { RS=""; FS="\n" }
+        {
+          uris=""; suites=""; comps=""; signed=""; types=""
+          for (i = 1; i <= NF; i++) {
+            if ($i ~ /^URIs:/)       { uris=$i }
+            if ($i ~ /^Suites:/)     { suites=$i }
+            if ($i ~ /^Components:/) { comps=$i }
+            if ($i ~ /^Signed-By:/)  { signed=$i }
+            if ($i ~ /^Types:/)      { types=$i }
+          }
+          n = split(suites, s, /[ \t]+/)
+          for (j = 2; j <= n; j++) if (s[j] == want) {
+            print "Types: deb"; print uris; print "Suites: " suite; print comps
+            if (signed != "") print signed
+            exit
+          }
+        }' "$f"
+    done
+    # One-line format: "deb [opts] URI codename components".
+    local l
+    for l in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      [ -f "$l" ] || continue
+      awk -v want="$codename" -v suite="$codename-backports" '
+        $1 == "deb" {
+          opts = ""; i = 2
+          if ($2 ~ /^\[/) { while ($i !~ /\]$/) { opts = opts $i " "; i++ } opts = opts $i " "; i++ }
+          if ($(i+1) == want) {
+            printf "deb %s%s %s", opts, $i, suite
+            for (k = i + 2; k <= NF; k++) printf " %s", $k
+            printf "\n"; exit
+          }
+        }' "$l"
+    done
+  }
+  derived=$(python_free_derive | head -6)
+  [ -n "$derived" ] || die "no apt source for suite '$codename' found to derive '$codename-backports' from"
+  if printf '%s\n' "$derived" | head -1 | grep -q '^deb '; then
+    target=/etc/apt/sources.list.d/incusexec-backports.list
+    printf '%s\n' "$derived" | head -1 >"$target"
+  else
+    printf '%s\n' "$derived" >"$target"
+  fi
+  log "added $target (derived from the existing $codename source)"
+  apt_quiet update
+  cand=$(incus_candidate)
+  [ -n "$cand" ] && [ "$cand" != "(none)" ] || die "incus-base is not available from $codename or $codename-backports"
+  release=""
+  apt-cache policy incus-base | grep -q "$codename-backports" && release="-t $codename-backports"
+  # shellcheck disable=SC2086
+  apt_quiet install -y --no-install-recommends $release incus-base incus-client
+  filtered=()
+  for p in "${missing[@]}"; do
+    case "$p" in incus-*) ;; *) filtered+=("$p") ;; esac
+  done
+  missing=("${filtered[@]}")
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_quiet install -y --no-install-recommends "${missing[@]}"
+fi
+
+for cmd in "${!wanted[@]}"; do
+  have "$cmd" || die "'$cmd' (package ${wanted[$cmd]}) is still missing after install"
+done
+log "done: $(incus --version 2>/dev/null | sed 's/^/incus client /')"
