@@ -76,6 +76,9 @@ func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := sweepStale(); err != nil {
+		log.Warn("stale test daemons", "err", err)
+	}
 	dir, err := os.MkdirTemp("", fmt.Sprintf("incustest-%d-", os.Getpid()))
 	if err != nil {
 		return nil, err
@@ -85,6 +88,7 @@ func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
 		return nil, err
 	}
 	d = &Daemon{Dir: dir, Socket: filepath.Join(dir, "unix.socket"), exited: make(chan struct{}), log: log}
+	track(d)
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.Stop(context.WithoutCancel(ctx)))
@@ -272,6 +276,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		return nil
 	}
 	d.stopped = true
+	defer untrack(d)
 	var errs []error
 	if d.Client != nil {
 		errs = append(errs, d.Empty(ctx))

@@ -3,9 +3,12 @@ package incustest
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -57,8 +60,15 @@ func SkipOrFail(t testing.TB, err error) {
 
 // Main runs the tests of a package and then stops the shared daemon; use it
 // as TestMain's body. A daemon that cannot be stopped cleanly fails the run.
+//
+// The daemons are also stopped when the test binary is interrupted (SIGINT,
+// SIGTERM) and shortly before go test's -timeout would kill it, so that a hung
+// test does not leak them.
 func Main(m *testing.M) {
+	flag.Parse()
+	stopWatch := watchdog()
 	code := m.Run()
+	stopWatch()
 	shared.Lock()
 	d := shared.d
 	shared.d = nil
@@ -96,4 +106,70 @@ func Private(t testing.TB, opts Options) *Daemon {
 		}
 	})
 	return d
+}
+
+var live struct {
+	sync.Mutex
+	daemons map[*Daemon]bool
+}
+
+func track(d *Daemon) {
+	live.Lock()
+	defer live.Unlock()
+	if live.daemons == nil {
+		live.daemons = map[*Daemon]bool{}
+	}
+	live.daemons[d] = true
+}
+
+func untrack(d *Daemon) {
+	live.Lock()
+	defer live.Unlock()
+	delete(live.daemons, d)
+}
+
+// stopAll stops every daemon this process started and has not stopped.
+func stopAll(why string) {
+	live.Lock()
+	var ds []*Daemon
+	for d := range live.daemons {
+		ds = append(ds, d)
+	}
+	live.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, d := range ds {
+		fmt.Fprintf(os.Stderr, "incustest: %s: stopping the daemon in %s\n", why, d.Dir)
+		if err := d.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "incustest:", err)
+		}
+	}
+}
+
+// watchdog stops the daemons on SIGINT/SIGTERM, and 45 s before the test
+// binary's -test.timeout, then exits; the returned func disarms it.
+func watchdog() (disarm func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	var deadline <-chan time.Time
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 90*time.Second {
+			timer := time.NewTimer(d - 45*time.Second)
+			deadline = timer.C
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			stopAll("received " + s.String())
+			os.Exit(130)
+		case <-deadline:
+			stopAll("test timeout is near")
+			fmt.Fprintln(os.Stderr, "incustest: FAIL: tests still running 45s before -timeout; daemons stopped")
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return func() { signal.Stop(sigs); close(done) }
 }
