@@ -12,6 +12,65 @@ set -euo pipefail
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# For tests: APT_ETC and OS_RELEASE point at other files, and
+# --print-backports-source prints the derived source and exits.
+APT_ETC=${APT_ETC:-/etc/apt}
+OS_RELEASE=${OS_RELEASE:-/etc/os-release}
+
+# derive_backports prints an apt source for "<codename>-backports" built from
+# the first existing source that serves "<codename>": its URIs, components and
+# keyring (deb822 .sources), or its options and URI (one-line .list).
+derive_backports() {
+  local codename=$1 f
+  for f in "$APT_ETC"/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    case "$f" in */incusexec-backports.sources) continue ;; esac
+    awk -v want="$codename" -v suite="$codename-backports" '
+      BEGIN { RS=""; FS="\n" }
+      {
+        uris=""; suites=""; comps=""; signed=""
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/)       { uris=$i }
+          if ($i ~ /^Suites:/)     { suites=$i }
+          if ($i ~ /^Components:/) { comps=$i }
+          if ($i ~ /^Signed-By:/)  { signed=$i }
+        }
+        n = split(suites, s, /[ \t]+/)
+        for (j = 2; j <= n; j++) if (s[j] == want) {
+          print "Types: deb"; print uris; print "Suites: " suite; print comps
+          if (signed != "") print signed
+          found = 1; exit
+        }
+      }
+      END { exit found ? 0 : 1 }' "$f" && return 0
+  done
+  for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    case "$f" in */incusexec-backports.list) continue ;; esac
+    awk -v want="$codename" -v suite="$codename-backports" '
+      $1 == "deb" {
+        opts = ""; i = 2
+        if ($2 ~ /^\[/) { while ($i !~ /\]$/) { opts = opts $i " "; i++ } opts = opts $i " "; i++ }
+        if ($(i+1) == want) {
+          printf "deb %s%s %s", opts, $i, suite
+          for (k = i + 2; k <= NF; k++) printf " %s", $k
+          printf "\n"; found = 1; exit
+        }
+      }
+      END { exit found ? 0 : 1 }' "$f" && return 0
+  done
+  return 1
+}
+
+codename_of_host() { ( . "$OS_RELEASE"; printf '%s' "${VERSION_CODENAME:-}" ); }
+
+if [ "${1:-}" = "--print-backports-source" ]; then
+  c=$(codename_of_host)
+  [ -n "$c" ] || die "cannot tell the distribution's codename from $OS_RELEASE"
+  derive_backports "$c" || die "no apt source for suite '$c' found to derive '$c-backports' from"
+  exit 0
+fi
+
 # Each required command and the package that provides it.
 declare -A wanted=(
   [incusd]="incus-base"
@@ -59,78 +118,29 @@ apt_quiet update
 incus_candidate() { apt-cache policy incus-base 2>/dev/null | awk '/Candidate:/ {print $2}'; }
 cand=$(incus_candidate)
 if [[ " ${missing[*]} " == *" incus-"* ]] && { [ -z "$cand" ] || [ "$cand" = "(none)" ]; }; then
-  . /etc/os-release
-  codename=${VERSION_CODENAME:-}
-  [ -n "$codename" ] || die "cannot tell the distribution's codename from /etc/os-release"
-  target=/etc/apt/sources.list.d/incusexec-backports.sources
-  # Derive the backports entry from the first source that serves the
-  # distribution's main suite: its URIs, components and keyring, another suite.
-  python_free_derive() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-      [ -f "$f" ] || continue
-      [ "$f" = "$target" ] && continue
-      awk -v want="$codename" -v suite="$codename-backports" '
-        BEGIN { RS=""; FS="\n" }
-        {
-          uris=""; suites=""; comps=""; signed=""; types=""
-          for (i = 1; i <= NF; i++) {
-            if ($i ~ /^URIs:/)       { uris=$i }
-            if ($i ~ /^Suites:/)     { suites=$i }
-            if ($i ~ /^Components:/) { comps=$i }
-            if ($i ~ /^Signed-By:/)  { signed=$i }
-            if ($i ~ /^Types:/)      { types=$i }
-          }
-          n = split(suites, s, /[ \t]+/)
-          for (j = 2; j <= n; j++) if (s[j] == want) {
-            print "Types: deb"; print uris; print "Suites: " suite; print comps
-            if (signed != "") print signed
-            exit
-          }
-        }' "$f"
-    done
-    # One-line format: "deb [opts] URI codename components".
-    local l
-    for l in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-      [ -f "$l" ] || continue
-      awk -v want="$codename" -v suite="$codename-backports" '
-        $1 == "deb" {
-          opts = ""; i = 2
-          if ($2 ~ /^\[/) { while ($i !~ /\]$/) { opts = opts $i " "; i++ } opts = opts $i " "; i++ }
-          if ($(i+1) == want) {
-            printf "deb %s%s %s", opts, $i, suite
-            for (k = i + 2; k <= NF; k++) printf " %s", $k
-            printf "\n"; exit
-          }
-        }' "$l"
-    done
-  }
-  derived=$(python_free_derive | head -6)
-  [ -n "$derived" ] || die "no apt source for suite '$codename' found to derive '$codename-backports' from"
+  codename=$(codename_of_host)
+  [ -n "$codename" ] || die "cannot tell the distribution's codename from $OS_RELEASE"
+  derived=$(derive_backports "$codename") || die "no apt source for suite '$codename' found to derive '$codename-backports' from"
   if printf '%s\n' "$derived" | head -1 | grep -q '^deb '; then
-    target=/etc/apt/sources.list.d/incusexec-backports.list
-    printf '%s\n' "$derived" | head -1 >"$target"
+    target=$APT_ETC/sources.list.d/incusexec-backports.list
   else
-    printf '%s\n' "$derived" >"$target"
+    target=$APT_ETC/sources.list.d/incusexec-backports.sources
   fi
+  printf '%s\n' "$derived" >"$target"
   log "added $target (derived from the existing $codename source)"
   apt_quiet update
   cand=$(incus_candidate)
   [ -n "$cand" ] && [ "$cand" != "(none)" ] || die "incus-base is not available from $codename or $codename-backports"
-  release=""
-  apt-cache policy incus-base | grep -q "$codename-backports" && release="-t $codename-backports"
-  # shellcheck disable=SC2086
-  apt_quiet install -y --no-install-recommends $release incus-base incus-client
-  filtered=()
-  for p in "${missing[@]}"; do
-    case "$p" in incus-*) ;; *) filtered+=("$p") ;; esac
-  done
-  missing=("${filtered[@]}")
 fi
 
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt_quiet install -y --no-install-recommends "${missing[@]}"
+# Incus (and what it depends on) from backports when that is where it is.
+release=()
+if apt-cache policy incus-base 2>/dev/null | grep -q -- "-backports"; then
+  . "$OS_RELEASE"
+  apt-cache policy incus-base | grep -q "${VERSION_CODENAME}/main\|${VERSION_CODENAME} " ||
+    release=(-t "${VERSION_CODENAME}-backports")
 fi
+apt_quiet install -y --no-install-recommends "${release[@]}" "${missing[@]}"
 
 for cmd in "${!wanted[@]}"; do
   have "$cmd" || die "'$cmd' (package ${wanted[$cmd]}) is still missing after install"
