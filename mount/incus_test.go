@@ -1,0 +1,212 @@
+package mount_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/incusexec/incusexec/mount"
+	"github.com/incusexec/incusexec/mount/mounttest"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+func TestMain(m *testing.M) { incustest.Main(m) }
+
+// recorder wraps the Incus client and counts, from the updates that
+// succeed, how often each device of ours is attached and detached: the
+// base of each update is the read whose ETag it carries.
+type recorder struct {
+	mount.Client
+	updates atomic.Int64
+
+	mu    sync.Mutex
+	reads map[string]map[string]bool // instance+ETag -> our devices
+	tr    map[mounttest.Key]mounttest.Transitions
+	// beforeUpdate, when set, runs before each update is sent.
+	beforeUpdate func(instance string)
+}
+
+func newRecorder(c mount.Client) *recorder {
+	return &recorder{Client: c, reads: map[string]map[string]bool{}, tr: map[mounttest.Key]mounttest.Transitions{}}
+}
+
+func ours(devices map[string]map[string]string) map[string]bool {
+	set := map[string]bool{}
+	for name := range devices {
+		if strings.HasPrefix(name, mount.DevicePrefix) {
+			set[name] = true
+		}
+	}
+	return set
+}
+
+func (r *recorder) GetInstance(name string) (*api.Instance, string, error) {
+	inst, etag, err := r.Client.GetInstance(name)
+	if err == nil {
+		r.mu.Lock()
+		r.reads[name+"\x00"+etag] = ours(inst.Devices)
+		r.mu.Unlock()
+	}
+	return inst, etag, err
+}
+
+func (r *recorder) UpdateInstance(name string, put api.InstancePut, etag string) (incus.Operation, error) {
+	r.mu.Lock()
+	hook := r.beforeUpdate
+	r.mu.Unlock()
+	if hook != nil {
+		hook(name)
+	}
+	r.updates.Add(1)
+	op, err := r.Client.UpdateInstance(name, put, etag)
+	if err != nil {
+		return op, err
+	}
+	if op.Wait() != nil { // the caller's wait sees the same result
+		return op, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	before, after := r.reads[name+"\x00"+etag], ours(put.Devices)
+	for dev := range after {
+		if !before[dev] {
+			k := mounttest.Key{Instance: name, Hash: strings.TrimPrefix(dev, mount.DevicePrefix)}
+			t := r.tr[k]
+			t.Attached++
+			r.tr[k] = t
+		}
+	}
+	for dev := range before {
+		if !after[dev] {
+			k := mounttest.Key{Instance: name, Hash: strings.TrimPrefix(dev, mount.DevicePrefix)}
+			t := r.tr[k]
+			t.Detached++
+			r.tr[k] = t
+		}
+	}
+	return op, nil
+}
+
+func (r *recorder) transitions() map[mounttest.Key]mounttest.Transitions {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[mounttest.Key]mounttest.Transitions, len(r.tr))
+	for k, v := range r.tr {
+		out[k] = v
+	}
+	return out
+}
+
+// incusHarness runs the suite on the test binary's private daemon with
+// ephemeral busybox containers.
+func incusHarness(t *testing.T) (mounttest.Harness, *recorder, *incustest.Daemon) {
+	d := incustest.Shared(t)
+	d.BusyboxImage(t)
+	rec := newRecorder(d.Client)
+	return mounttest.Harness{
+		New: func(t testing.TB, roots []string) mounttest.Mounter {
+			m, err := mount.New(mount.Config{Client: rec, AllowedRoots: roots, Owner: "mounttest"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		},
+		CreateInstance: func(t testing.TB) string { return createInstance(t, d) },
+		DeleteInstance: func(t testing.TB, name string) { removeInstance(t, d.Client, name) },
+		ReadFile: func(ctx context.Context, inst, path string) ([]byte, error) {
+			out, err := execIn(ctx, d.Client, inst, "cat", path)
+			return []byte(out), err
+		},
+		WriteFile: func(ctx context.Context, inst, path string, data []byte) error {
+			_, err := execIn(ctx, d.Client, inst, "sh", "-c", `printf %s "$1" > "$2"`, "sh", string(data), path)
+			return err
+		},
+		Transitions: rec.transitions,
+		Shift:       true,
+	}, rec, d
+}
+
+// TestConformance runs the mounttest suite against Incus.
+func TestConformance(t *testing.T) {
+	h, rec, _ := incusHarness(t)
+	t.Cleanup(func() { t.Logf("%d instance updates sent", rec.updates.Load()) })
+	mounttest.Run(t, h)
+}
+
+// createInstance starts an ephemeral busybox container, gone at the test's end.
+func createInstance(t testing.TB, d *incustest.Daemon) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := incustest.UniqueName("mnt-")
+	op, err := d.Client.CreateInstance(api.InstancesPost{
+		Name:        name,
+		Source:      api.InstanceSource{Type: "image", Alias: incustest.BusyboxAlias},
+		Start:       true,
+		InstancePut: api.InstancePut{Ephemeral: true},
+	})
+	if err == nil {
+		err = op.WaitContext(ctx)
+	}
+	if err != nil {
+		t.Fatalf("create instance %s: %v", name, err)
+	}
+	t.Cleanup(func() { removeInstance(t, d.Client, name) })
+	return name
+}
+
+// removeInstance stops an ephemeral instance, which deletes it, and waits
+// until it is gone.
+func removeInstance(t testing.TB, c incus.InstanceServer, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	op, err := c.UpdateInstanceState(name, api.InstanceStatePut{Action: "stop", Force: true}, "")
+	if err == nil {
+		err = op.WaitContext(ctx)
+	}
+	if err != nil && !api.StatusErrorCheck(err, http.StatusNotFound) && !strings.Contains(err.Error(), "not found") {
+		t.Errorf("stop %s: %v", name, err)
+	}
+	for {
+		_, _, err := c.GetInstance(name)
+		if api.StatusErrorCheck(err, http.StatusNotFound) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("instance %s still there after stopping (last error %v)", name, err)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// execIn runs argv in the instance and returns its standard output; a
+// non-zero exit is an error carrying its standard error.
+func execIn(ctx context.Context, c incus.InstanceServer, name string, argv ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	done := make(chan bool)
+	op, err := c.ExecInstance(name, api.InstanceExecPost{Command: argv, WaitForWS: true},
+		&incus.InstanceExecArgs{Stdout: &stdout, Stderr: &stderr, DataDone: done})
+	if err != nil {
+		return "", err
+	}
+	if err := op.WaitContext(ctx); err != nil {
+		return "", err
+	}
+	<-done
+	code, _ := op.Get().Metadata["return"].(float64)
+	if code != 0 {
+		return stdout.String(), fmt.Errorf("%q exited %d: %s", argv, int(code), strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}

@@ -1,0 +1,210 @@
+package mount
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Mounter attaches host directories to instances, shared and
+// reference-counted per (instance, alias): the first Acquire of an alias by
+// an instance attaches it, the Release of the last handle detaches it.
+type Mounter interface {
+	// Acquire makes source visible inside instance at Path(alias) and returns
+	// a handle that holds it there until Release. Source must lie under one
+	// of the mounter's allowed roots (ErrNotAllowed otherwise). When the alias
+	// is already attached to the instance, the handle shares that mount; its
+	// source and options must then be the same (ErrInUse otherwise).
+	Acquire(ctx context.Context, instance, alias, source string, opts Options) (Handle, error)
+	// Release drops the handle's hold; the mount goes when no hold is left.
+	// Releasing a handle twice, or one the mounter never issued, fails with
+	// ErrNotHeld. Releasing a handle of an instance that no longer exists
+	// succeeds: its mounts went with it.
+	Release(ctx context.Context, h Handle) error
+}
+
+// Inspector lists what is attached to an instance and who holds it.
+type Inspector interface {
+	// Mounts returns the instance's mounts managed by this package, sorted
+	// by alias. It fails with ErrNotFound when the instance does not exist.
+	Mounts(ctx context.Context, instance string) ([]Mount, error)
+}
+
+// Handle is one hold on a mounted alias. It is a plain value: a host may
+// store it (in a database, say) and pass it to Release of another Mounter
+// over the same instances, for instance after a restart.
+type Handle struct {
+	Instance string
+	Alias    string
+	// Path is where the directory appears inside the instance: Path(Alias).
+	Path string
+	// Holder identifies this hold among those of the same mount.
+	Holder string
+}
+
+// Options are the properties of a mount. All handles of one mount share them.
+type Options struct {
+	// ReadOnly makes the mount read-only inside the instance.
+	ReadOnly bool
+	// Shift maps the source's owners into the instance's user namespace with
+	// an idmapped mount, so that root-owned host files are owned by the
+	// instance's root rather than by nobody (unprivileged containers only).
+	Shift bool
+	// Propagation is the mount's propagation type, one of Propagations; ""
+	// means "private".
+	Propagation string
+}
+
+// Propagations are the values Options.Propagation accepts besides "".
+var Propagations = []string{"private", "shared", "slave", "unbindable", "rprivate", "rshared", "rslave", "runbindable"}
+
+// Validate reports an error wrapping ErrInvalid when o cannot be honoured.
+func (o Options) Validate() error {
+	if o.Propagation == "" {
+		return nil
+	}
+	for _, p := range Propagations {
+		if o.Propagation == p {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: propagation %q (want one of %s)", ErrInvalid, o.Propagation, strings.Join(Propagations, ", "))
+}
+
+// Mount describes one attached alias of an instance.
+type Mount struct {
+	Alias string
+	// Path is Path(Alias).
+	Path string
+	// Source is the host directory, symlinks resolved.
+	Source  string
+	Options Options
+	// Holders are the handles that hold the mount, sorted by ID; the mount's
+	// reference count is len(Holders).
+	Holders []Holder
+}
+
+// Holder is one hold on a mount.
+type Holder struct {
+	// ID is Handle.Holder.
+	ID string
+	// Owner names the manager that acquired it (its configured owner).
+	Owner string
+}
+
+// Errors returned by mounters, wrapped with the names of the things
+// involved; test for them with errors.Is.
+var (
+	// ErrNotAllowed: the source is relative, missing, not a directory, or
+	// does not lie under an allowed root once symlinks are resolved.
+	ErrNotAllowed = errors.New("mount: source not allowed")
+	// ErrInvalid: a malformed alias, instance name, handle or option.
+	ErrInvalid = errors.New("mount: invalid argument")
+	// ErrInUse: the alias is attached with another source or other options,
+	// or its device name or path is taken by something this package does
+	// not manage.
+	ErrInUse = errors.New("mount: in use")
+	// ErrNotFound: the instance does not exist.
+	ErrNotFound = errors.New("mount: instance not found")
+	// ErrNotHeld: the handle was already released or never issued.
+	ErrNotHeld = errors.New("mount: handle not held")
+)
+
+// DataDir is the directory inside an instance under which aliases appear.
+const DataDir = "/data"
+
+// HashLen is the length of AliasHash's result in hexadecimal digits
+// (128 bits).
+const HashLen = 32
+
+// MaxAliasLen is the longest alias accepted, in bytes.
+const MaxAliasLen = 255
+
+// AliasHash is the stable name of an alias: the first HashLen lowercase
+// hexadecimal digits of the SHA-256 of the alias's UTF-8 bytes, so 128 bits
+// (a collision among 10^15 aliases has odds below 10^-8). A shell computes
+// it with
+//
+//	printf %s "$alias" | sha256sum | cut -c1-32
+//
+// It never changes: it names paths inside instances and devices on servers.
+func AliasHash(alias string) string {
+	sum := sha256.Sum256([]byte(alias))
+	return hex.EncodeToString(sum[:])[:HashLen]
+}
+
+// Path is where alias appears inside an instance: DataDir/AliasHash(alias).
+func Path(alias string) string { return DataDir + "/" + AliasHash(alias) }
+
+// ValidateAlias reports an error wrapping ErrInvalid unless alias is 1 to
+// MaxAliasLen bytes of UTF-8 without control characters. Aliases are never
+// used as paths (only their hash is), so any other character is fine.
+func ValidateAlias(alias string) error {
+	if alias == "" {
+		return fmt.Errorf("%w: empty alias", ErrInvalid)
+	}
+	if len(alias) > MaxAliasLen {
+		return fmt.Errorf("%w: alias of %d bytes (at most %d)", ErrInvalid, len(alias), MaxAliasLen)
+	}
+	if !utf8.ValidString(alias) {
+		return fmt.Errorf("%w: alias %q is not UTF-8", ErrInvalid, alias)
+	}
+	for _, r := range alias {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: alias %q contains control character %U", ErrInvalid, alias, r)
+		}
+	}
+	return nil
+}
+
+// ValidateInstanceName reports an error wrapping ErrInvalid unless name is
+// a valid Incus instance name: 1 to 63 letters, digits and hyphens, not
+// starting with a digit or hyphen nor ending with a hyphen. Such names are
+// also safe as single path components.
+func ValidateInstanceName(name string) error {
+	if name == "" || len(name) > 63 {
+		return fmt.Errorf("%w: instance name %q must be 1-63 characters", ErrInvalid, name)
+	}
+	for i, c := range []byte(name) {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		digit := c >= '0' && c <= '9'
+		switch {
+		case letter:
+		case (digit || c == '-') && i > 0:
+		default:
+			return fmt.Errorf("%w: instance name %q: character %q at %d (want letters, digits, hyphens; a letter first)", ErrInvalid, name, c, i)
+		}
+	}
+	if strings.HasSuffix(name, "-") {
+		return fmt.Errorf("%w: instance name %q ends with a hyphen", ErrInvalid, name)
+	}
+	return nil
+}
+
+// NewHolderID returns a fresh random holder ID (16 hexadecimal digits).
+func NewHolderID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ValidateHandle reports an error wrapping ErrInvalid when h cannot have
+// been issued by a Mounter.
+func ValidateHandle(h Handle) error {
+	if err := ValidateInstanceName(h.Instance); err != nil {
+		return fmt.Errorf("handle: %w", err)
+	}
+	if err := ValidateAlias(h.Alias); err != nil {
+		return fmt.Errorf("handle: %w", err)
+	}
+	if h.Holder == "" {
+		return fmt.Errorf("%w: handle of %s on %s has no holder", ErrInvalid, h.Alias, h.Instance)
+	}
+	return nil
+}
