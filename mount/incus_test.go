@@ -3,7 +3,9 @@ package mount_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/incusexec/incusexec/mount/mounttest"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
+	"github.com/matryer/is"
 )
 
 func TestMain(m *testing.M) { incustest.Main(m) }
@@ -209,4 +212,132 @@ func execIn(ctx context.Context, c incus.InstanceServer, name string, argv ...st
 		return stdout.String(), fmt.Errorf("%q exited %d: %s", argv, int(code), strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// TestConcurrentWriterKept: another process edits the instance between the
+// manager's read and its write; the manager's write is refused (412),
+// retried on the fresh state, and the other edit survives.
+func TestConcurrentWriterKept(t *testing.T) {
+	_, rec, d := incusHarness(t)
+	ctx := context.Background()
+	inst := createInstance(t, d)
+	root := t.TempDir()
+	var once sync.Once
+	rec.mu.Lock()
+	rec.beforeUpdate = func(name string) {
+		once.Do(func() {
+			i, etag, err := d.Client.GetInstance(name)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			put := i.Writable()
+			put.Config["user.other.process"] = "was here"
+			op, err := d.Client.UpdateInstance(name, put, etag)
+			if err == nil {
+				err = op.Wait()
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	rec.mu.Unlock()
+	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rec.updates.Load()
+	h, err := m.Acquire(ctx, inst, "contended", root, mount.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.updates.Load() - before; n != 2 {
+		t.Errorf("%d updates sent, want 2 (refused, then retried)", n)
+	}
+	i, _, err := d.Client.GetInstance(inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i.Config["user.other.process"] != "was here" {
+		t.Errorf("the other process's edit was lost: %v", i.Config)
+	}
+	if _, ok := i.Devices[mount.DeviceName("contended")]; !ok {
+		t.Errorf("device missing: %v", i.Devices)
+	}
+	if err := m.Release(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestForeignDevices: a device this package did not add, under its device
+// name or at its path, is left alone and the acquire refused.
+func TestForeignDevices(t *testing.T) {
+	_, rec, d := incusHarness(t)
+	ctx := context.Background()
+	inst := createInstance(t, d)
+	root := t.TempDir()
+	i, etag, err := d.Client.GetInstance(inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := i.Writable()
+	put.Devices[mount.DeviceName("named")] = map[string]string{"type": "disk", "source": root, "path": "/mnt/named"}
+	put.Devices["by-hand"] = map[string]string{"type": "disk", "source": root, "path": mount.Path("placed")}
+	op, err := d.Client.UpdateInstance(inst, put, etag)
+	if err == nil {
+		err = op.Wait()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alias := range []string{"named", "placed"} {
+		_, err := m.Acquire(ctx, inst, alias, root, mount.Options{})
+		if !errors.Is(err, mount.ErrInUse) {
+			t.Errorf("acquire %s: %v, want ErrInUse", alias, err)
+		}
+		t.Log(err)
+	}
+	after, _, err := d.Client.GetInstance(inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Devices) != 2 || !maps.EqualFunc(after.Devices, put.Devices, maps.Equal) {
+		t.Errorf("devices changed: %v", after.Devices)
+	}
+	ms, err := m.Mounts(ctx, inst)
+	if err != nil || len(ms) != 0 {
+		t.Errorf("Mounts = %v, %v; want none", ms, err)
+	}
+}
+
+// TestServerRecord pins the documented server-side form of a mount.
+func TestServerRecord(t *testing.T) {
+	is := is.New(t)
+	_, rec, d := incusHarness(t)
+	ctx := context.Background()
+	inst := createInstance(t, d)
+	root := t.TempDir()
+	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}, Owner: "gateway-1"})
+	is.NoErr(err)
+	h, err := m.Acquire(ctx, inst, "isabelle/heaps", root, mount.Options{ReadOnly: true, Propagation: "rslave"})
+	is.NoErr(err)
+	i, _, err := d.Client.GetInstance(inst)
+	is.NoErr(err)
+	is.Equal(i.Devices["incusexec-mount-c2a7ae348e873efadc082b36d25548af"], map[string]string{
+		"type": "disk", "source": root, "path": "/data/c2a7ae348e873efadc082b36d25548af",
+		"readonly": "true", "propagation": "rslave",
+	})
+	is.Equal(i.Config["user.incusexec.mount.c2a7ae348e873efadc082b36d25548af"],
+		`{"alias":"isabelle/heaps","holders":{"`+h.Holder+`":"gateway-1"}}`)
+	is.NoErr(m.Release(ctx, h))
+	i, _, err = d.Client.GetInstance(inst)
+	is.NoErr(err)
+	is.Equal(len(i.Devices), 0)
+	_, ok := i.Config["user.incusexec.mount.c2a7ae348e873efadc082b36d25548af"]
+	is.True(!ok)
 }
