@@ -1,0 +1,66 @@
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+// Sentinel errors, for errors.Is. Errors from the server wrap both the
+// sentinel and the Incus status error.
+var (
+	// ErrNotFound: the instance (or a file in it) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrNotRunning: the instance must be running for this.
+	ErrNotRunning = errors.New("instance not running")
+	// ErrAlreadyExists: an instance of that name exists.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrTimeout: a wait or a command ran out of time.
+	ErrTimeout = errors.New("timed out")
+	// ErrExec: a command could not be run, or its outcome is unknown.
+	ErrExec = errors.New("exec failed")
+	// ErrInvalid: bad input (name, path, user, options).
+	ErrInvalid = errors.New("invalid argument")
+	// ErrUser: the user a command should run as cannot be found or created.
+	ErrUser = errors.New("cannot provide user")
+)
+
+// wrapErr maps an error from the Incus client onto the sentinels and names
+// the instance and the action. nil stays nil.
+func wrapErr(err error, name, action string) error {
+	if err == nil {
+		return nil
+	}
+	if s := sentinelOf(err); s != nil && !errors.Is(err, s) {
+		return fmt.Errorf("instance %s: %s: %w: %w", name, action, s, err)
+	}
+	return fmt.Errorf("instance %s: %s: %w", name, action, err)
+}
+
+func sentinelOf(err error) error {
+	switch {
+	case api.StatusErrorCheck(err, http.StatusNotFound):
+		return ErrNotFound
+	case api.StatusErrorCheck(err, http.StatusConflict):
+		return ErrAlreadyExists
+	}
+	msg := strings.ToLower(err.Error())
+	switch {
+	case strings.Contains(msg, "not running"), strings.Contains(msg, "is stopped"):
+		return ErrNotRunning
+	case strings.Contains(msg, "already exists"), strings.Contains(msg, "unique constraint failed"):
+		return ErrAlreadyExists
+	case strings.Contains(msg, "not found"), strings.Contains(msg, "doesn't exist"), strings.Contains(msg, "does not exist"):
+		return ErrNotFound
+	}
+	return nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) || sentinelOf(err) == ErrNotFound }
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}

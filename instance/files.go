@@ -1,0 +1,309 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+
+	"github.com/incusexec/incusexec/internal/incusop"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/pkg/sftp"
+)
+
+// FileOptions says how a pushed file or a made directory is owned.
+type FileOptions struct {
+	// UID and GID own the file (root when zero).
+	UID, GID int
+	// Mode holds the permission bits (and setuid, setgid, sticky); 0644 for
+	// files and 0755 for directories when zero.
+	Mode fs.FileMode
+	// Parents creates missing parent directories (owned by root, 0755).
+	Parents bool
+}
+
+// FileInfo describes a file pulled from an instance.
+type FileInfo struct {
+	Mode     fs.FileMode
+	UID, GID int
+	Size     int64
+}
+
+// sftpSession opens an SFTP session on the instance. It ends when ctx does,
+// which makes any transfer in progress fail.
+func (in *Instance) sftpSession(ctx context.Context) (*sftp.Client, func(), error) {
+	conn, err := incusop.Bind(ctx, in.m.c).GetInstanceFileSFTPConn(in.name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errNoSFTP, wrapErr(err, in.name, "open SFTP session"))
+	}
+	c, err := sftp.NewClientPipe(conn, conn,
+		sftp.MaxPacketUnchecked(128<<10),
+		sftp.UseConcurrentWrites(true),
+		sftp.MaxConcurrentRequestsPerFile(64))
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, wrapErr(err, in.name, "start SFTP")
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	return c, func() {
+		stop()
+		_ = c.Close()
+		_ = conn.Close()
+	}, nil
+}
+
+// errNoSFTP marks a failure to open an SFTP session; single-file
+// operations then fall back to the plain file endpoint (older servers have
+// no SFTP), which also reports a missing instance properly.
+var errNoSFTP = errors.New("no SFTP session")
+
+// ctxErr prefers ctx's error to the broken-connection error an ended
+// session produces.
+func ctxErr(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	}
+	return err
+}
+
+// Push writes r to the file dst (absolute) in the instance, replacing it.
+func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts FileOptions) error {
+	dst, err := cleanAbs(dst, "destination")
+	if err != nil {
+		return err
+	}
+	mode := modeOr(opts.Mode, 0o644)
+	c, done, err := in.sftpSession(ctx)
+	if errors.Is(err, errNoSFTP) {
+		return in.pushPlain(ctx, dst, r, opts, mode)
+	}
+	if err != nil {
+		return err
+	}
+	defer done()
+	if opts.Parents {
+		if err := c.MkdirAll(path.Dir(dst)); err != nil {
+			return fileErr(ctx, in.name, "create parents of", dst, err)
+		}
+	}
+	if err := writeFile(c, dst, r, opts.UID, opts.GID, mode); err != nil {
+		return fileErr(ctx, in.name, "push", dst, err)
+	}
+	return nil
+}
+
+func writeFile(c *sftp.Client, dst string, r io.Reader, uid, gid int, mode fs.FileMode) error {
+	// A link at dst is replaced, not written through.
+	if st, err := c.Lstat(dst); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		if err := c.Remove(dst); err != nil {
+			return err
+		}
+	}
+	f, err := c.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return err
+	}
+	// Owner and mode first: the content is never readable by others in
+	// between, and chown does not clear setuid bits written later.
+	if err := f.Chown(uid, gid); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.ReadFromWithConcurrency(r, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+		// A write may have cleared them.
+		if err := f.Chmod(mode); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}
+
+func (in *Instance) pushPlain(ctx context.Context, dst string, r io.Reader, opts FileOptions, mode fs.FileMode) error {
+	if opts.Parents {
+		if err := in.mkdirPlain(ctx, path.Dir(dst), FileOptions{Parents: true}); err != nil {
+			return err
+		}
+	}
+	// The plain endpoint wants a ReadSeeker: spool what is not one.
+	rs, ok := r.(io.ReadSeeker)
+	if !ok {
+		tmp, err := os.CreateTemp("", "incusexec-push-")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		if _, err := io.Copy(tmp, r); err != nil {
+			return err
+		}
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		rs = tmp
+	}
+	err := incusop.Bind(ctx, in.m.c).CreateInstanceFile(in.name, dst, incus.InstanceFileArgs{
+		Content: rs, UID: int64(opts.UID), GID: int64(opts.GID), Mode: int(unixMode(mode)), Type: "file", WriteMode: "overwrite",
+	})
+	return wrapErr(err, in.name, "push "+dst)
+}
+
+// Pull copies the file src (absolute) of the instance to w.
+func (in *Instance) Pull(ctx context.Context, src string, w io.Writer) (FileInfo, error) {
+	src, err := cleanAbs(src, "source")
+	if err != nil {
+		return FileInfo{}, err
+	}
+	c, done, err := in.sftpSession(ctx)
+	if errors.Is(err, errNoSFTP) {
+		return in.pullPlain(ctx, src, w)
+	}
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer done()
+	f, err := c.Open(src)
+	if err != nil {
+		return FileInfo{}, fileErr(ctx, in.name, "pull", src, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return FileInfo{}, fileErr(ctx, in.name, "pull", src, err)
+	}
+	if !st.Mode().IsRegular() {
+		return FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file (%s); use PullTar for trees", ErrInvalid, in.name, src, st.Mode().Type())
+	}
+	info := infoOf(st)
+	if _, err := f.WriteTo(w); err != nil {
+		return info, fileErr(ctx, in.name, "pull", src, err)
+	}
+	return info, nil
+}
+
+func (in *Instance) pullPlain(ctx context.Context, src string, w io.Writer) (FileInfo, error) {
+	rc, resp, err := incusop.Bind(ctx, in.m.c).GetInstanceFile(in.name, src)
+	if err != nil {
+		return FileInfo{}, wrapErr(err, in.name, "pull "+src)
+	}
+	defer rc.Close()
+	if resp.Type != "file" {
+		return FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file (%s)", ErrInvalid, in.name, src, resp.Type)
+	}
+	info := FileInfo{Mode: fs.FileMode(resp.Mode) & fs.ModePerm, UID: int(resp.UID), GID: int(resp.GID)}
+	n, err := io.Copy(w, rc)
+	info.Size = n
+	return info, wrapErr(err, in.name, "pull "+src)
+}
+
+// Mkdir makes the directory p (absolute) in the instance. An existing
+// directory is not an error; it gets opts' owner and mode.
+func (in *Instance) Mkdir(ctx context.Context, p string, opts FileOptions) error {
+	p, err := cleanAbs(p, "directory")
+	if err != nil {
+		return err
+	}
+	c, done, err := in.sftpSession(ctx)
+	if errors.Is(err, errNoSFTP) {
+		return in.mkdirPlain(ctx, p, opts)
+	}
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := mkdir(c, p, opts); err != nil {
+		return fileErr(ctx, in.name, "mkdir", p, err)
+	}
+	return nil
+}
+
+func mkdir(c *sftp.Client, p string, opts FileOptions) error {
+	if opts.Parents {
+		if err := c.MkdirAll(path.Dir(p)); err != nil {
+			return err
+		}
+	}
+	if err := c.Mkdir(p); err != nil {
+		st, serr := c.Lstat(p)
+		if serr != nil || !st.IsDir() {
+			return err
+		}
+	}
+	if err := c.Chown(p, opts.UID, opts.GID); err != nil {
+		return err
+	}
+	return c.Chmod(p, modeOr(opts.Mode, 0o755))
+}
+
+func (in *Instance) mkdirPlain(ctx context.Context, p string, opts FileOptions) error {
+	if p == "/" {
+		return nil
+	}
+	if opts.Parents {
+		if err := in.mkdirPlain(ctx, path.Dir(p), FileOptions{Parents: true}); err != nil {
+			return err
+		}
+	}
+	c := incusop.Bind(ctx, in.m.c)
+	if rc, resp, err := c.GetInstanceFile(in.name, p); err == nil {
+		rc.Close()
+		if resp.Type == "directory" && (opts.Parents && opts.Mode == 0 && opts.UID == 0 && opts.GID == 0) {
+			return nil
+		}
+	}
+	err := c.CreateInstanceFile(in.name, p, incus.InstanceFileArgs{
+		UID: int64(opts.UID), GID: int64(opts.GID), Mode: int(unixMode(modeOr(opts.Mode, 0o755))), Type: "directory",
+	})
+	return wrapErr(err, in.name, "mkdir "+p)
+}
+
+func modeOr(m, def fs.FileMode) fs.FileMode {
+	if m&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) == 0 {
+		return def
+	}
+	return m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+// unixMode turns Go's mode bits into the numeric permission bits.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}
+
+func infoOf(st fs.FileInfo) FileInfo {
+	info := FileInfo{Mode: st.Mode(), Size: st.Size()}
+	if s, ok := st.Sys().(*sftp.FileStat); ok {
+		info.UID, info.GID = int(s.UID), int(s.GID)
+	}
+	return info
+}
+
+// fileErr names the file and maps "does not exist" onto ErrNotFound.
+func fileErr(ctx context.Context, name, action, p string, err error) error {
+	err = ctxErr(ctx, err)
+	var se *sftp.StatusError
+	if errors.Is(err, fs.ErrNotExist) || errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxNoSuchFile {
+		return fmt.Errorf("instance %s: %s %s: %w: %w", name, action, p, ErrNotFound, err)
+	}
+	return fmt.Errorf("instance %s: %s %s: %w", name, action, p, err)
+}

@@ -1,0 +1,104 @@
+package instance
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/incusexec/incusexec/internal/incusop"
+	"github.com/lxc/incus/v6/shared/api"
+	"golang.org/x/sync/errgroup"
+)
+
+// GCOptions selects what GC deletes.
+type GCOptions struct {
+	// OlderThan keeps instances created less than this long ago (by
+	// LabelCreated, or the server's creation time); zero deletes all.
+	OlderThan time.Duration
+	// Concurrency bounds parallel deletions (4 when zero).
+	Concurrency int
+	// Keep, when set, spares the instances for which it returns true (the
+	// ones the host still uses).
+	Keep func(name string) bool
+}
+
+// List returns the names of the instances labelled with the manager's
+// owner, sorted.
+func (m *Manager) List(ctx context.Context) ([]string, error) {
+	insts, err := m.owned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(insts))
+	for _, in := range insts {
+		names = append(names, in.Name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func (m *Manager) owned(ctx context.Context) ([]api.Instance, error) {
+	insts, err := incusop.Bind(ctx, m.c).GetInstancesWithFilter(api.InstanceTypeAny,
+		[]string{"config." + LabelOwner + "=" + m.cfg.Owner})
+	if err != nil {
+		return nil, fmt.Errorf("list instances of owner %s: %w", m.cfg.Owner, err)
+	}
+	// The filter runs on the server; check it here too.
+	return slices.DeleteFunc(insts, func(in api.Instance) bool { return in.Config[LabelOwner] != m.cfg.Owner }), nil
+}
+
+// GC deletes the owner's instances selected by opts (force-stopping running
+// ones) and returns the names deleted. It keeps going past failures and
+// returns them all in a *multierror.Error.
+func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
+	insts, err := m.owned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	var victims []string
+	for _, in := range insts {
+		if opts.Keep != nil && opts.Keep(in.Name) {
+			continue
+		}
+		created := in.CreatedAt
+		if t, err := time.Parse(time.RFC3339, in.Config[LabelCreated]); err == nil {
+			created = t
+		}
+		if opts.OlderThan > 0 && now.Sub(created) < opts.OlderThan {
+			continue
+		}
+		victims = append(victims, in.Name)
+	}
+	limit := opts.Concurrency
+	if limit <= 0 {
+		limit = 4
+	}
+	var (
+		mu      sync.Mutex
+		deleted []string
+		errs    *multierror.Error
+	)
+	g := new(errgroup.Group)
+	g.SetLimit(limit)
+	for _, name := range victims {
+		g.Go(func() error {
+			err := m.Instance(name).Delete(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = multierror.Append(errs, err)
+			} else {
+				deleted = append(deleted, name)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	slices.Sort(deleted)
+	m.log.Info("garbage collected instances", "owner", m.cfg.Owner, "deleted", len(deleted), "failed", errs.Len())
+	return deleted, errs.ErrorOrNil()
+}

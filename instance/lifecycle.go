@@ -1,0 +1,173 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/incusexec/incusexec/internal/incusop"
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+// Instance is a handle on one instance of a Manager. It holds no server
+// resources; several handles on the same instance may be used at once.
+type Instance struct {
+	m    *Manager
+	name string
+
+	usersMu sync.Mutex
+	users   map[string]account // resolved and created users, by spec
+}
+
+// Name returns the instance name.
+func (in *Instance) Name() string { return in.name }
+
+// Status returns the instance's status code (api.Running, api.Stopped, ...).
+func (in *Instance) Status(ctx context.Context) (api.StatusCode, error) {
+	inst, _, err := incusop.Bind(ctx, in.m.c).GetInstance(in.name)
+	if err != nil {
+		return 0, wrapErr(err, in.name, "get")
+	}
+	return inst.StatusCode, nil
+}
+
+// Start starts the instance; starting a running instance is not an error.
+// It does not wait for readiness (see WaitReady).
+func (in *Instance) Start(ctx context.Context) error {
+	err := in.changeState(ctx, api.InstanceStatePut{Action: "start"})
+	if err != nil && isAlreadyRunning(err) {
+		return nil
+	}
+	return wrapErr(err, in.name, "start")
+}
+
+// Stop shuts the instance down gracefully and forces it off when it is not
+// down after the manager's StopGrace. Stopping a stopped or deleted instance
+// is not an error (an ephemeral instance is gone once stopped).
+func (in *Instance) Stop(ctx context.Context) error {
+	return in.StopWithin(ctx, in.m.cfg.StopGrace)
+}
+
+// StopWithin is Stop with a grace period of its own; zero forces the
+// instance off at once. Incus counts graceful timeouts in whole seconds, so
+// grace is rounded up to one.
+func (in *Instance) StopWithin(ctx context.Context, grace time.Duration) error {
+	if grace < 0 {
+		return fmt.Errorf("%w: negative grace period %s", ErrInvalid, grace)
+	}
+	st, err := in.Status(ctx)
+	if errors.Is(err, ErrNotFound) || err == nil && st == api.Stopped {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if grace > 0 {
+		err := in.changeState(ctx, api.InstanceStatePut{Action: "stop", Timeout: seconds(grace)})
+		if err == nil || isGone(err) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return wrapErr(err, in.name, "stop")
+		}
+		in.m.log.Info("graceful stop did not finish; forcing", "name", in.name, "grace", grace, "err", err)
+	}
+	err = in.changeState(ctx, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1})
+	if err == nil || isGone(err) {
+		return nil
+	}
+	return wrapErr(err, in.name, "force stop")
+}
+
+// Restart restarts the instance, gracefully first as Stop does, and waits
+// until it is ready by r. An ephemeral instance survives a restart.
+func (in *Instance) Restart(ctx context.Context, r Ready) error {
+	err := in.changeState(ctx, api.InstanceStatePut{Action: "restart", Timeout: seconds(in.m.cfg.StopGrace)})
+	if err != nil && ctx.Err() == nil && !isGone(err) && !isNotRunning(err) {
+		in.m.log.Info("graceful restart did not finish; forcing", "name", in.name, "err", err)
+		err = in.changeState(ctx, api.InstanceStatePut{Action: "restart", Force: true, Timeout: -1})
+	}
+	if err != nil && isNotRunning(err) {
+		// Restart of a stopped instance: start it.
+		err = in.changeState(ctx, api.InstanceStatePut{Action: "start"})
+	}
+	if err != nil {
+		return wrapErr(err, in.name, "restart")
+	}
+	return in.WaitReady(ctx, r)
+}
+
+// Delete forces the instance off and deletes it; deleting an instance that
+// is already gone is not an error. Call Stop first for a graceful shutdown.
+func (in *Instance) Delete(ctx context.Context) error {
+	return in.delete(ctx, 0)
+}
+
+func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
+	if err := in.StopWithin(ctx, grace); err != nil {
+		return err
+	}
+	c := incusop.Bind(ctx, in.m.c)
+	for {
+		op, err := c.DeleteInstance(in.name)
+		if err == nil {
+			err = incusop.Wait(ctx, op)
+		}
+		if err == nil || isGone(err) {
+			in.m.log.Info("instance deleted", "name", in.name)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return wrapErr(err, in.name, "delete")
+		}
+		// An ephemeral instance may be in the middle of deleting itself, or
+		// a concurrent start may have raced the stop.
+		st, serr := in.Status(ctx)
+		switch {
+		case errors.Is(serr, ErrNotFound):
+			return nil
+		case serr == nil && st != api.Stopped:
+			if err := in.StopWithin(ctx, 0); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return wrapErr(err, in.name, "delete")
+		case <-time.After(in.m.cfg.PollInterval):
+		}
+	}
+}
+
+// changeState runs one state change and waits for it.
+func (in *Instance) changeState(ctx context.Context, put api.InstanceStatePut) error {
+	op, err := incusop.Bind(ctx, in.m.c).UpdateInstanceState(in.name, put, "")
+	if err != nil {
+		return err
+	}
+	return incusop.Wait(ctx, op)
+}
+
+func seconds(d time.Duration) int {
+	return int(math.Ceil(d.Seconds()))
+}
+
+func sentinelOrNil(err error) error {
+	if err == nil {
+		return nil
+	}
+	return sentinelOf(err)
+}
+
+func isGone(err error) bool { return sentinelOrNil(err) == ErrNotFound || errors.Is(err, ErrNotFound) }
+
+func isNotRunning(err error) bool {
+	return errors.Is(err, ErrNotRunning) || sentinelOrNil(err) == ErrNotRunning
+}
+
+func isAlreadyRunning(err error) bool {
+	return err != nil && containsFold(err.Error(), "already running")
+}

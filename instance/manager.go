@@ -1,0 +1,339 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/incusexec/incusexec/internal/incusop"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+// Configuration keys written on every instance this package creates, so that
+// instances leaked by a crashed host can be found (see Manager.GC).
+const (
+	LabelOwner   = "user.incusexec.owner"
+	LabelID      = "user.incusexec.id"
+	LabelCreated = "user.incusexec.created"
+)
+
+// Defaults used when Config leaves a field zero.
+const (
+	DefaultPrefix       = "ie-"
+	DefaultStopGrace    = 30 * time.Second
+	DefaultKillGrace    = 5 * time.Second
+	DefaultPollInterval = 100 * time.Millisecond
+)
+
+// Config configures a Manager. Owner is required; the rest has defaults.
+type Config struct {
+	// Owner labels every instance created (LabelOwner); GC deletes only
+	// instances with this owner.
+	Owner string
+	// Prefix starts generated instance names (DefaultPrefix when empty).
+	Prefix string
+	// StopGrace is how long Stop waits for a graceful shutdown before it
+	// forces the instance off (DefaultStopGrace when zero).
+	StopGrace time.Duration
+	// KillGrace is how long a cancelled or timed-out command has between
+	// SIGTERM and SIGKILL (DefaultKillGrace when zero).
+	KillGrace time.Duration
+	// PollInterval paces the waits that events cannot shorten
+	// (DefaultPollInterval when zero).
+	PollInterval time.Duration
+	// CreateUser, when set, replaces the built-in creation of users that
+	// commands run as (useradd, or editing /etc/passwd and /etc/group where
+	// there is no useradd). It must leave the user in /etc/passwd.
+	CreateUser func(ctx context.Context, in *Instance, user string) error
+	// Rand is the source of random name suffixes (crypto/rand when nil).
+	Rand io.Reader
+	// Logger receives what the manager does; discarded when nil.
+	Logger *slog.Logger
+}
+
+// Manager creates and finds the instances of one owner on one Incus server
+// (the project and target of its client). It is safe for concurrent use.
+type Manager struct {
+	c      Client
+	cfg    Config
+	log    *slog.Logger
+	events *eventHub
+	randMu sync.Mutex
+}
+
+// New returns a Manager that talks to the server through c.
+func New(c Client, cfg Config) (*Manager, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalid)
+	}
+	if err := validateLabel("owner", cfg.Owner); err != nil {
+		return nil, err
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if err := validatePrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.KillGrace == 0 {
+		cfg.KillGrace = DefaultKillGrace
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.StopGrace < 0 || cfg.KillGrace < 0 {
+		return nil, fmt.Errorf("%w: negative grace period", ErrInvalid)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{c: c, cfg: cfg, log: log}
+	m.events = newEventHub(c, log)
+	return m, nil
+}
+
+// Close releases the manager's event listener. Instances are left alone.
+func (m *Manager) Close() error {
+	m.events.close()
+	return nil
+}
+
+// Owner returns the owner label of the manager's instances.
+func (m *Manager) Owner() string { return m.cfg.Owner }
+
+// Spec describes an instance to create.
+type Spec struct {
+	// Name is the instance name; empty to generate Prefix plus random hex
+	// digits, retried with a new suffix when the server reports a conflict.
+	Name string
+	// Prefix overrides Config.Prefix for a generated name.
+	Prefix string
+	// ID is recorded as LabelID (the task or instance ID of the host); the
+	// name when empty.
+	ID string
+	// Image is a local image alias or fingerprint. A string of at least 12
+	// lower-case hex digits is taken as a fingerprint (or its prefix).
+	Image string
+	// VM asks for a virtual machine instead of a container.
+	VM bool
+	// Profiles to apply, in order; nil means ["default"], an empty non-nil
+	// slice means none.
+	Profiles []string
+	// Config and Devices are the instance's own (local) configuration. Keys
+	// under user.incusexec. are reserved.
+	Config  map[string]string
+	Devices map[string]map[string]string
+	// Ephemeral instances are deleted by the server when they stop.
+	Ephemeral bool
+	// Target is the cluster member to create the instance on ("" lets the
+	// server choose).
+	Target string
+	// Description of the instance.
+	Description string
+	// NoStart leaves the instance stopped after creation (files can be
+	// pushed into it before Start).
+	NoStart bool
+	// Ready is waited for after the start (see Instance.WaitReady).
+	Ready Ready
+}
+
+// Create creates an instance from spec, starts it (unless NoStart) and waits
+// until it is ready by spec.Ready. When anything fails, or ctx ends, the
+// instance is deleted again: Create leaves an instance that is up, or none.
+func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
+	req, err := m.request(spec)
+	if err != nil {
+		return nil, err
+	}
+	prefix := spec.Prefix
+	if prefix == "" {
+		prefix = m.cfg.Prefix
+	} else if err := validatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	c := m.c
+	if spec.Target != "" {
+		t, ok := c.(targeter)
+		if !ok {
+			return nil, fmt.Errorf("%w: target %q: the client cannot choose a cluster member", ErrInvalid, spec.Target)
+		}
+		c = t.UseTarget(spec.Target)
+	}
+	const attempts = 8
+	for attempt := 1; ; attempt++ {
+		name := spec.Name
+		if name == "" {
+			m.randMu.Lock()
+			name, err = randomName(m.cfg.Rand, prefix)
+			m.randMu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+		}
+		req.Name = name
+		req.Config[LabelID] = spec.ID
+		if spec.ID == "" {
+			req.Config[LabelID] = name
+		}
+		req.Config[LabelCreated] = time.Now().UTC().Format(time.RFC3339)
+		err = m.create(ctx, c, req)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrAlreadyExists) && spec.Name == "" && attempt < attempts {
+			m.log.Debug("instance name taken; retrying", "name", name)
+			continue
+		}
+		return nil, err
+	}
+	in := m.Instance(req.Name)
+	m.log.Info("instance created", "name", in.name, "image", spec.Image, "started", !spec.NoStart)
+	if spec.NoStart || spec.Ready.isZero() {
+		return in, nil
+	}
+	if err := in.WaitReady(ctx, spec.Ready); err != nil {
+		return nil, errors.Join(err, in.discard(ctx))
+	}
+	return in, nil
+}
+
+// request validates spec and builds the creation request, without a name.
+func (m *Manager) request(spec Spec) (api.InstancesPost, error) {
+	if spec.Name != "" {
+		if err := ValidateName(spec.Name); err != nil {
+			return api.InstancesPost{}, err
+		}
+	}
+	if spec.ID != "" {
+		if err := validateLabel("instance ID", spec.ID); err != nil {
+			return api.InstancesPost{}, err
+		}
+	}
+	if spec.Image == "" {
+		return api.InstancesPost{}, fmt.Errorf("%w: no image", ErrInvalid)
+	}
+	cfg := map[string]string{}
+	for k, v := range spec.Config {
+		if strings.HasPrefix(k, "user.incusexec.") {
+			return api.InstancesPost{}, fmt.Errorf("%w: config key %q is reserved", ErrInvalid, k)
+		}
+		cfg[k] = v
+	}
+	cfg[LabelOwner] = m.cfg.Owner
+	profiles := spec.Profiles
+	if profiles == nil {
+		profiles = []string{"default"}
+	}
+	devices := map[string]map[string]string{}
+	for k, v := range spec.Devices {
+		devices[k] = maps.Clone(v)
+	}
+	src := api.InstanceSource{Type: "image"}
+	if isFingerprint(spec.Image) {
+		src.Fingerprint = spec.Image
+	} else {
+		src.Alias = spec.Image
+	}
+	typ := api.InstanceTypeContainer
+	if spec.VM {
+		typ = api.InstanceTypeVM
+	}
+	return api.InstancesPost{
+		InstancePut: api.InstancePut{
+			Profiles:    profiles,
+			Config:      cfg,
+			Devices:     devices,
+			Ephemeral:   spec.Ephemeral,
+			Description: spec.Description,
+		},
+		Source: src,
+		Type:   typ,
+		Start:  !spec.NoStart,
+	}, nil
+}
+
+func isFingerprint(s string) bool {
+	if len(s) < 12 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// create sends one creation request. A failure after the server accepted it
+// (a start that fails, ctx ending) deletes the instance, unless the failure
+// is a name conflict, where the instance is somebody else's.
+func (m *Manager) create(ctx context.Context, c Client, req api.InstancesPost) error {
+	op, err := incusop.Bind(ctx, c).CreateInstance(req)
+	if err == nil {
+		err = incusop.Wait(ctx, op)
+	}
+	if err == nil {
+		return nil
+	}
+	if containsFold(err.Error(), "image not provided") {
+		// What the server says when an alias does not resolve.
+		err = fmt.Errorf("%w: image %q: %w", ErrNotFound, req.Source.Alias+req.Source.Fingerprint, err)
+	}
+	err = wrapErr(err, req.Name, "create")
+	if errors.Is(err, ErrAlreadyExists) {
+		return err
+	}
+	if op != nil && ctx.Err() != nil {
+		// The server may still be creating it: let it finish, then delete.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		_ = op.WaitContext(wctx)
+		cancel()
+	}
+	if cerr := m.Instance(req.Name).discard(ctx); cerr != nil && !errors.Is(cerr, ErrNotFound) {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// Instance returns a handle for the instance called name. It does not check
+// that the instance exists; Get does.
+func (m *Manager) Instance(name string) *Instance {
+	return &Instance{m: m, name: name}
+}
+
+// Get returns a handle for an existing instance, or an error wrapping
+// ErrNotFound.
+func (m *Manager) Get(ctx context.Context, name string) (*Instance, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if _, _, err := incusop.Bind(ctx, m.c).GetInstance(name); err != nil {
+		return nil, wrapErr(err, name, "get")
+	}
+	return m.Instance(name), nil
+}
+
+// discard force-deletes the instance after a failed creation, on a context
+// that outlives ctx's cancellation.
+func (in *Instance) discard(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	err := in.delete(ctx, 0)
+	if err != nil {
+		in.m.log.Warn("cannot delete instance after failed creation", "name", in.name, "err", err)
+	}
+	return err
+}
+
+var _ Client = incus.InstanceServer(nil)
