@@ -46,7 +46,8 @@ type Cmd struct {
 
 // Exec runs cmd and returns its exit status once it has exited and all its
 // output has been written. A command killed by a signal reports 128 plus the
-// signal number (137 for SIGKILL); a command not found reports 127.
+// signal number (137 for SIGKILL); a command not found reports 127 and one
+// that cannot be executed 126, as shells do.
 //
 // err is nil when the command ran to its end, whatever its status. On a
 // timeout it wraps ErrTimeout, on ctx's end ctx's error (the status is then
@@ -203,9 +204,11 @@ func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd,
 	case stopErr != nil:
 		return code, fmt.Errorf("instance %s: %s: %w", in.name, req.Command[0], stopErr)
 	case opErr != nil && containsFold(opErr.Error(), "command not found"):
-		// Incus reports a missing executable as a failed operation; shells
-		// say 127.
-		return 127, fmt.Errorf("%w: instance %s: %s: command not found: %w", ErrExec, in.name, req.Command[0], opErr)
+		// Incus turns every exit status 127 into this error, whether the
+		// executable is missing or a shell exited so: report the status.
+		return 127, nil
+	case opErr != nil && containsFold(opErr.Error(), "command not executable"):
+		return 126, nil
 	case opErr != nil:
 		err := wrapErr(opErr, in.name, "exec "+req.Command[0])
 		if !errors.Is(err, ErrNotRunning) {

@@ -197,10 +197,13 @@ func (in *Instance) pullPlain(ctx context.Context, src string, w io.Writer) (Fil
 	if err != nil {
 		return FileInfo{}, wrapErr(err, in.name, "pull "+src)
 	}
-	defer rc.Close()
-	if resp.Type != "file" {
-		return FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file (%s)", ErrInvalid, in.name, src, resp.Type)
+	if rc == nil || resp == nil || resp.Type != "file" {
+		if rc != nil {
+			rc.Close()
+		}
+		return FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file", ErrInvalid, in.name, src)
 	}
+	defer rc.Close()
 	info := FileInfo{Mode: fs.FileMode(resp.Mode) & fs.ModePerm, UID: int(resp.UID), GID: int(resp.GID)}
 	n, err := io.Copy(w, rc)
 	info.Size = n
@@ -256,8 +259,10 @@ func (in *Instance) mkdirPlain(ctx context.Context, p string, opts FileOptions) 
 		}
 	}
 	c := incusop.Bind(ctx, in.m.c)
-	if rc, resp, err := c.GetInstanceFile(in.name, p); err == nil {
-		rc.Close()
+	if rc, resp, err := c.GetInstanceFile(in.name, p); err == nil && resp != nil {
+		if rc != nil {
+			rc.Close()
+		}
 		if resp.Type == "directory" && (opts.Parents && opts.Mode == 0 && opts.UID == 0 && opts.GID == 0) {
 			return nil
 		}

@@ -136,7 +136,7 @@ func (in *Instance) resolveUser(ctx context.Context, user string) (account, erro
 	}
 	users, err := in.readIDFile(ctx, "/etc/passwd", parsePasswd)
 	if err != nil {
-		return account{}, err
+		return account{}, fmt.Errorf("%w %s: %w", ErrUser, user, err)
 	}
 	if e, ok := find(users, user); ok {
 		return account{name: e.name, uid: e.uid, gid: e.gid, home: e.home}, nil
@@ -150,7 +150,7 @@ func (in *Instance) resolveUser(ctx context.Context, user string) (account, erro
 		return account{}, fmt.Errorf("%w %s in instance %s: %w", ErrUser, user, in.name, err)
 	}
 	if users, err = in.readIDFile(ctx, "/etc/passwd", parsePasswd); err != nil {
-		return account{}, err
+		return account{}, fmt.Errorf("%w %s: %w", ErrUser, user, err)
 	}
 	e, ok := find(users, user)
 	if !ok {
@@ -163,7 +163,7 @@ func (in *Instance) resolveUser(ctx context.Context, user string) (account, erro
 func (in *Instance) numericUser(ctx context.Context, uid uint32) (account, error) {
 	users, err := in.readIDFile(ctx, "/etc/passwd", parsePasswd)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return account{}, err
+		return account{}, fmt.Errorf("%w %d: %w", ErrUser, uid, err)
 	}
 	for _, e := range users {
 		if e.uid == uid {
@@ -179,7 +179,7 @@ func (in *Instance) resolveGroup(ctx context.Context, group string) (uint32, err
 	}
 	groups, err := in.readIDFile(ctx, "/etc/group", parseGroup)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: group %s: %w", ErrUser, group, err)
 	}
 	if e, ok := find(groups, group); ok {
 		return e.gid, nil
@@ -199,7 +199,7 @@ func find(es []passwdEntry, name string) (passwdEntry, bool) {
 func (in *Instance) readIDFile(ctx context.Context, p string, parse func([]byte) []passwdEntry) ([]passwdEntry, error) {
 	b, err := in.readSmall(ctx, p)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUser, err)
+		return nil, err
 	}
 	return parse(b), nil
 }
@@ -211,10 +211,17 @@ func (in *Instance) readSmall(ctx context.Context, p string) ([]byte, error) {
 	if err != nil {
 		return nil, wrapErr(err, in.name, "read "+p)
 	}
-	defer rc.Close()
-	if resp != nil && resp.Type != "" && resp.Type != "file" {
-		return nil, fmt.Errorf("instance %s: read %s: is a %s, not a file", in.name, p, resp.Type)
+	if rc == nil || resp != nil && resp.Type != "" && resp.Type != "file" {
+		if rc != nil {
+			rc.Close()
+		}
+		typ := "directory"
+		if resp != nil && resp.Type != "" {
+			typ = resp.Type
+		}
+		return nil, fmt.Errorf("instance %s: read %s: is a %s, not a file", in.name, p, typ)
 	}
+	defer rc.Close()
 	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
 	if err != nil {
 		return nil, wrapErr(err, in.name, "read "+p)
@@ -237,7 +244,7 @@ func createUser(ctx context.Context, in *Instance, user string) error {
 	code, err := in.runRoot(ctx, &stderr, "useradd", "--system", "--user-group", "--create-home",
 		"--home-dir", "/home/"+user, "--shell", "/bin/sh", user)
 	switch {
-	case err != nil:
+	case err != nil && code != 127 && code != 126:
 		return err
 	case code == 0, code == 9: // 9: the name is taken (by a concurrent creation)
 		return nil
