@@ -105,7 +105,8 @@ func (m *Manager) ensureACL(p *netPlan) (*Change, error) {
 			}})
 			if err != nil {
 				if _, _, gerr := m.c.GetNetworkACL(p.acl); gerr == nil {
-					continue // created by another writer meanwhile
+					m.log.Debug("network ACL created concurrently by another writer", "acl", p.acl, "err", err)
+					continue
 				}
 				return nil, fmt.Errorf("create network ACL %s: %w", p.acl, err)
 			}

@@ -207,7 +207,8 @@ func (m *Manager) EnsureProfile(ctx context.Context, spec ProfileSpec) (*Profile
 				Config: p.config, Description: p.desc, Devices: p.devices}})
 			if err != nil {
 				if _, _, gerr := m.c.GetProfile(p.name); gerr == nil {
-					continue // created by another writer meanwhile
+					m.log.Debug("profile created concurrently by another writer", "profile", p.name, "err", err)
+					continue
 				}
 				return nil, fmt.Errorf("create profile %s: %w", p.name, err)
 			}
