@@ -133,9 +133,6 @@ func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, o
 	if err != nil {
 		return Handle{}, err
 	}
-	if err := ctx.Err(); err != nil {
-		return Handle{}, fmt.Errorf("mount: acquire %q on %s: %w", alias, instance, context.Cause(ctx))
-	}
 	c := &change{alias: alias, hash: AliasHash(alias), source: resolved, opts: opts, holder: NewHolderID(), done: make(chan error, 1)}
 	if err := m.submit(ctx, instance, c); err != nil {
 		return Handle{}, err
@@ -193,6 +190,9 @@ func (m *Manager) Mounts(ctx context.Context, instance string) ([]Mount, error) 
 
 // submit queues c for instance's writer and waits for its result.
 func (m *Manager) submit(ctx context.Context, instance string, c *change) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("mount: %s %q on %s: %w", c.verb(), c.alias, instance, context.Cause(ctx))
+	}
 	m.mu.Lock()
 	q := m.queues[instance]
 	if q == nil {
@@ -215,10 +215,7 @@ func (m *Manager) submit(ctx context.Context, instance string, c *change) error 
 		return err
 	default:
 	}
-	verb := "acquire"
-	if c.release {
-		verb = "release"
-	}
+	verb := c.verb()
 	if !c.taken {
 		q.pending = slices.DeleteFunc(q.pending, func(x *change) bool { return x == c })
 		return fmt.Errorf("mount: %s %q on %s: %w", verb, c.alias, instance, context.Cause(ctx))
