@@ -310,6 +310,18 @@ func TestProfileInstanceGetsDHCPAddress(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(code, 0) // lease obtained under isolation
 
+	// Egress mode still keeps the host (a private address) closed.
+	spec.Isolation = netbridge.IsolationEgress
+	eg, err := m.Ensure(ctx, spec)
+	is.NoErr(err)
+	is.Equal(len(eg.Changes), 1)
+	is.Equal(eg.Changes[0].Kind, netbridge.KindACL)
+	is.Equal(eg.Changes[0].Keys, []string{"description", "egress"})
+	eg, err = m.Ensure(ctx, spec)
+	is.NoErr(err)
+	is.Equal(len(eg.Changes), 0) // the rules read back as written
+	is.True(!reach())
+
 	spec.Isolation = netbridge.IsolationNone
 	off, err := m.Ensure(ctx, spec)
 	is.NoErr(err)
