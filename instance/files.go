@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
+	"strings"
 
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
@@ -19,7 +21,10 @@ type FileOptions struct {
 	// UID and GID own the file (root when zero).
 	UID, GID int
 	// Mode holds the permission bits (and setuid, setgid, sticky); 0644 for
-	// files and 0755 for directories when zero.
+	// files and 0755 for directories when zero. Special bits may be
+	// written as fs.ModeSetuid or as 0o4000. Incus's SFTP server drops
+	// setuid, setgid and sticky bits, so these are set by running chmod in
+	// the instance, which must then be running.
 	Mode fs.FileMode
 	// Parents creates missing parent directories (owned by root, 0755).
 	Parents bool
@@ -32,17 +37,26 @@ type FileInfo struct {
 	Size     int64
 }
 
+// Directions of an SFTP session: the server answers reads with at most
+// 32 KiB, which the client's concurrent reads take for the end of the file
+// when it asks for more; writes go faster in bigger packets.
+const (
+	forRead  = false
+	forWrite = true
+)
+
 // sftpSession opens an SFTP session on the instance. It ends when ctx does,
 // which makes any transfer in progress fail.
-func (in *Instance) sftpSession(ctx context.Context) (*sftp.Client, func(), error) {
+func (in *Instance) sftpSession(ctx context.Context, write bool) (*sftp.Client, func(), error) {
 	conn, err := incusop.Bind(ctx, in.m.c).GetInstanceFileSFTPConn(in.name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", errNoSFTP, wrapErr(err, in.name, "open SFTP session"))
 	}
-	c, err := sftp.NewClientPipe(conn, conn,
-		sftp.MaxPacketUnchecked(128<<10),
-		sftp.UseConcurrentWrites(true),
-		sftp.MaxConcurrentRequestsPerFile(64))
+	opts := []sftp.ClientOption{sftp.MaxConcurrentRequestsPerFile(64)}
+	if write {
+		opts = append(opts, sftp.MaxPacketUnchecked(128<<10), sftp.UseConcurrentWrites(true))
+	}
+	c, err := sftp.NewClientPipe(conn, conn, opts...)
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, wrapErr(err, in.name, "start SFTP")
@@ -76,7 +90,7 @@ func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts File
 		return err
 	}
 	mode := modeOr(opts.Mode, 0o644)
-	c, done, err := in.sftpSession(ctx)
+	c, done, err := in.sftpSession(ctx, forWrite)
 	if errors.Is(err, errNoSFTP) {
 		return in.pushPlain(ctx, dst, r, opts, mode)
 	}
@@ -91,6 +105,32 @@ func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts File
 	}
 	if err := writeFile(c, dst, r, opts.UID, opts.GID, mode); err != nil {
 		return fileErr(ctx, in.name, "push", dst, err)
+	}
+	return in.chmodSpecial(ctx, map[fs.FileMode][]string{mode: {dst}})
+}
+
+const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// chmodSpecial gives paths modes with setuid, setgid or sticky bits, which
+// Incus's SFTP server drops: by running chmod in the (running) instance.
+func (in *Instance) chmodSpecial(ctx context.Context, byMode map[fs.FileMode][]string) error {
+	for mode, paths := range byMode {
+		if mode&specialBits == 0 || len(paths) == 0 {
+			continue
+		}
+		for len(paths) > 0 {
+			n := min(len(paths), 500)
+			var stderr strings.Builder
+			args := append([]string{"chmod", "--", strconv.FormatUint(uint64(unixMode(mode)), 8)}, paths[:n]...)
+			code, err := in.runRoot(ctx, &stderr, args...)
+			if err == nil && code != 0 {
+				err = fmt.Errorf("chmod exited with %d: %s", code, strings.TrimSpace(stderr.String()))
+			}
+			if err != nil {
+				return fmt.Errorf("instance %s: set mode %s on %s: %w", in.name, mode, paths[0], err)
+			}
+			paths = paths[n:]
+		}
 	}
 	return nil
 }
@@ -119,13 +159,6 @@ func writeFile(c *sftp.Client, dst string, r io.Reader, uid, gid int, mode fs.Fi
 	if _, err := f.ReadFromWithConcurrency(r, 0); err != nil {
 		f.Close()
 		return err
-	}
-	if mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
-		// A write may have cleared them.
-		if err := f.Chmod(mode); err != nil {
-			f.Close()
-			return err
-		}
 	}
 	return f.Close()
 }
@@ -165,7 +198,7 @@ func (in *Instance) Pull(ctx context.Context, src string, w io.Writer) (FileInfo
 	if err != nil {
 		return FileInfo{}, err
 	}
-	c, done, err := in.sftpSession(ctx)
+	c, done, err := in.sftpSession(ctx, forRead)
 	if errors.Is(err, errNoSFTP) {
 		return in.pullPlain(ctx, src, w)
 	}
@@ -217,7 +250,7 @@ func (in *Instance) Mkdir(ctx context.Context, p string, opts FileOptions) error
 	if err != nil {
 		return err
 	}
-	c, done, err := in.sftpSession(ctx)
+	c, done, err := in.sftpSession(ctx, forWrite)
 	if errors.Is(err, errNoSFTP) {
 		return in.mkdirPlain(ctx, p, opts)
 	}
@@ -228,7 +261,7 @@ func (in *Instance) Mkdir(ctx context.Context, p string, opts FileOptions) error
 	if err := mkdir(c, p, opts); err != nil {
 		return fileErr(ctx, in.name, "mkdir", p, err)
 	}
-	return nil
+	return in.chmodSpecial(ctx, map[fs.FileMode][]string{modeOr(opts.Mode, 0o755): {p}})
 }
 
 func mkdir(c *sftp.Client, p string, opts FileOptions) error {
@@ -273,11 +306,24 @@ func (in *Instance) mkdirPlain(ctx context.Context, p string, opts FileOptions) 
 	return wrapErr(err, in.name, "mkdir "+p)
 }
 
+// modeOr returns m's permission and special bits, or def when it has none.
+// Special bits may be given Go's way (fs.ModeSetuid) or the numeric way
+// (0o4755).
 func modeOr(m, def fs.FileMode) fs.FileMode {
-	if m&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) == 0 {
+	if m&0o4000 != 0 {
+		m |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		m |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		m |= fs.ModeSticky
+	}
+	m &= fs.ModePerm | specialBits
+	if m == 0 {
 		return def
 	}
-	return m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+	return m
 }
 
 // unixMode turns Go's mode bits into the numeric permission bits.

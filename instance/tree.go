@@ -58,7 +58,7 @@ func (in *Instance) PushTar(ctx context.Context, dst string, r io.Reader, opts T
 	if err != nil {
 		return err
 	}
-	c, done, err := in.sftpSession(ctx)
+	c, done, err := in.sftpSession(ctx, forWrite)
 	if err != nil {
 		return fmt.Errorf("instance %s: push tree to %s: %w", in.name, dst, err)
 	}
@@ -72,6 +72,7 @@ func (in *Instance) PushTar(ctx context.Context, dst string, r io.Reader, opts T
 		mtime time.Time
 	}
 	var dirs []dirMeta
+	special := map[fs.FileMode][]string{}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -98,12 +99,18 @@ func (in *Instance) PushTar(ctx context.Context, dst string, r io.Reader, opts T
 				return fileErr(ctx, in.name, "mkdir", target, err)
 			}
 			dirs = append(dirs, dirMeta{target, mode, h.ModTime})
+			if mode&specialBits != 0 {
+				special[mode] = append(special[mode], target)
+			}
 		case tar.TypeReg:
 			if err := c.MkdirAll(path.Dir(target)); err != nil {
 				return fileErr(ctx, in.name, "create parents of", target, err)
 			}
 			if err := writeFile(c, target, tr, uid, gid, mode); err != nil {
 				return fileErr(ctx, in.name, "push", target, err)
+			}
+			if mode&specialBits != 0 {
+				special[mode] = append(special[mode], target)
 			}
 			if err := c.Chtimes(target, h.ModTime, h.ModTime); err != nil {
 				return fileErr(ctx, in.name, "set time of", target, err)
@@ -134,7 +141,7 @@ func (in *Instance) PushTar(ctx context.Context, dst string, r io.Reader, opts T
 			return fileErr(ctx, in.name, "set time of", d.p, err)
 		}
 	}
-	return nil
+	return in.chmodSpecial(ctx, special)
 }
 
 func tarMode(h *tar.Header) fs.FileMode {
@@ -159,7 +166,7 @@ func (in *Instance) PullTar(ctx context.Context, src string, w io.Writer) error 
 	if err != nil {
 		return err
 	}
-	c, done, err := in.sftpSession(ctx)
+	c, done, err := in.sftpSession(ctx, forRead)
 	if err != nil {
 		return fmt.Errorf("instance %s: pull tree %s: %w", in.name, src, err)
 	}
