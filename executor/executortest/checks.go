@@ -229,11 +229,13 @@ func checkStreams(c *checker) {
 
 func checkEnvironment(c *checker) {
 	in := c.started(executor.Spec{})
-	c.wantOutput(in, executor.Cmd{Args: []string{"printenv", "EXECUTORTEST_VAR"},
-		Env: map[string]string{"EXECUTORTEST_VAR": "a value with spaces"}}, "a value with spaces\n")
-	r := c.exec(in, cmd("printenv", "EXECUTORTEST_UNSET"))
-	if r.ExitCode == 0 {
-		c.errorf("printenv of an unset variable exited 0 (stdout %q)", r.Stdout)
+	r := c.exec(in, executor.Cmd{Args: []string{"env"}, Env: map[string]string{"EXECUTORTEST_VAR": "a value with spaces"}})
+	if r.ExitCode != 0 || !slices.Contains(strings.Split(string(r.Stdout), "\n"), "EXECUTORTEST_VAR=a value with spaces") {
+		c.errorf("env with Env {EXECUTORTEST_VAR: \"a value with spaces\"} = exit %d, stdout %q; want the variable listed", r.ExitCode, r.Stdout)
+	}
+	r = c.exec(in, cmd("env"))
+	if r.ExitCode != 0 || strings.Contains(string(r.Stdout), "EXECUTORTEST_VAR=") {
+		c.errorf("env without Env = exit %d, stdout %q; want no EXECUTORTEST_VAR (one command's environment leaked into another)", r.ExitCode, r.Stdout)
 	}
 	c.wantOutput(in, executor.Cmd{Args: []string{"pwd"}, Dir: "/tmp"}, "/tmp\n")
 	c.wantOutput(in, executor.Cmd{Args: []string{"pwd"}, Dir: "/"}, "/\n")

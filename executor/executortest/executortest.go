@@ -16,8 +16,8 @@
 //
 // The suite runs these commands, with these arguments, in the image; every
 // backend's image must provide them (busybox and Debian do): true, false,
-// sh -c 'exit N', echo ARGS, cat [FILE...], sleep SECONDS, pwd, printenv
-// NAME, id -u, id -g and touch FILE.
+// sh -c 'exit N', echo ARGS, cat [FILE...], sleep SECONDS, pwd, env, id -u,
+// id -g and touch FILE.
 package executortest
 
 import (

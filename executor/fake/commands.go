@@ -57,23 +57,23 @@ func (p *Process) Abs(name string) string {
 //	                    stderr and exit 1
 //	sleep SECONDS       wait, or until killed
 //	pwd                 the working directory
-//	printenv [NAME]     NAME's value (exit 1 when unset), or all as NAME=VALUE
+//	env                 the environment, a NAME=VALUE line each
 //	id -u | -g          the uid or gid
 //	touch FILE...       create empty files (exit 1 where not permitted)
 //
 // A command that is neither here nor in Executor.Commands exits with 127.
 func Builtins() map[string]Handler {
 	return map[string]Handler{
-		"true":     func(context.Context, *Process) int { return 0 },
-		"false":    func(context.Context, *Process) int { return 1 },
-		"sh":       sh,
-		"echo":     echo,
-		"cat":      cat,
-		"sleep":    sleep,
-		"pwd":      pwd,
-		"printenv": printenv,
-		"id":       id,
-		"touch":    touch,
+		"true":  func(context.Context, *Process) int { return 0 },
+		"false": func(context.Context, *Process) int { return 1 },
+		"sh":    sh,
+		"echo":  echo,
+		"cat":   cat,
+		"sleep": sleep,
+		"pwd":   pwd,
+		"env":   env,
+		"id":    id,
+		"touch": touch,
 	}
 }
 
@@ -203,28 +203,20 @@ func pwd(_ context.Context, p *Process) int {
 	return 0
 }
 
-func printenv(_ context.Context, p *Process) int {
-	if len(p.Args) == 1 {
-		keys := make([]string, 0, len(p.Env))
-		for k := range p.Env {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(p.Stdout, "%s=%s\n", k, p.Env[k])
-		}
-		return 0
+func env(_ context.Context, p *Process) int {
+	if len(p.Args) > 1 {
+		fmt.Fprintln(p.Stderr, "fake env: only env without arguments is built in")
+		return 125
 	}
-	code := 0
-	for _, k := range p.Args[1:] {
-		v, ok := p.Env[k]
-		if !ok {
-			code = 1
-			continue
-		}
-		fmt.Fprintln(p.Stdout, v)
+	keys := make([]string, 0, len(p.Env))
+	for k := range p.Env {
+		keys = append(keys, k)
 	}
-	return code
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(p.Stdout, "%s=%s\n", k, p.Env[k])
+	}
+	return 0
 }
 
 func id(_ context.Context, p *Process) int {

@@ -2,15 +2,11 @@ package fake
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/incusexec/incusexec/executor"
+	"github.com/incusexec/incusexec/mount"
 )
 
 type mountRef struct {
@@ -19,35 +15,18 @@ type mountRef struct {
 	count        int
 }
 
-// MountPath returns the in-instance path of alias: /data/ and a hash of the
-// alias, the same on every backend.
-var MountPath = func(alias string) string {
-	sum := sha256.Sum256([]byte(alias))
-	return "/data/" + hex.EncodeToString(sum[:])[:16]
-}
-
-// allowed resolves source and checks it against the allowlist.
+// allowed resolves source and checks it against the allowlist, as the
+// mount package does for the Incus backend.
 func (e *Executor) allowed(source string) (string, error) {
-	if !filepath.IsAbs(source) {
-		return "", fmt.Errorf("mount source %q: %w: not absolute", source, executor.ErrNotAllowed)
-	}
-	real, err := filepath.EvalSymlinks(source)
+	list, err := mount.NewAllowlist(e.AllowedRoots...)
 	if err != nil {
-		return "", fmt.Errorf("mount source %s: %w: %v", source, executor.ErrNotAllowed, err)
+		return "", fmt.Errorf("%w: %w", executor.ErrNotAllowed, err)
 	}
-	if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("mount source %s: %w: not a directory", source, executor.ErrNotAllowed)
+	real, err := list.Resolve(source)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", executor.ErrNotAllowed, err)
 	}
-	for _, root := range e.AllowedRoots {
-		r, err := filepath.EvalSymlinks(root)
-		if err != nil {
-			continue
-		}
-		if real == r || strings.HasPrefix(real, strings.TrimSuffix(r, "/")+"/") {
-			return real, nil
-		}
-	}
-	return "", fmt.Errorf("mount source %s: %w: outside the allowed roots %q", source, executor.ErrNotAllowed, e.AllowedRoots)
+	return real, nil
 }
 
 // Mount makes source visible at MountPath(alias), counting references.
@@ -56,8 +35,8 @@ func (in *Instance) Mount(ctx context.Context, alias, source string, opts execut
 	if err := in.ex.enter(ctx, OpMount); err != nil {
 		return "", err
 	}
-	if alias == "" {
-		return "", fmt.Errorf("mount in %s: %w: empty alias", in.name, executor.ErrInvalid)
+	if err := mount.ValidateAlias(alias); err != nil {
+		return "", fmt.Errorf("mount in %s: %w: %w", in.name, executor.ErrInvalid, err)
 	}
 	real, err := in.ex.allowed(source)
 	if err != nil {
@@ -75,7 +54,7 @@ func (in *Instance) Mount(ctx context.Context, alias, source string, opts execut
 		m.count++
 		return m.path, nil
 	}
-	p := MountPath(alias)
+	p := mount.Path(alias)
 	if _, ok := in.files["/data"]; !ok {
 		in.files["/data"] = &File{Mode: fs.ModeDir | 0o755}
 	}
