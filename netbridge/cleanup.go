@@ -2,11 +2,15 @@ package netbridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"path"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/lxc/incus/v6/shared/api"
 )
 
 // Cleanup removes the profiles, networks and isolation ACLs labelled with
@@ -94,7 +98,7 @@ func (m *Manager) Cleanup(ctx context.Context, owner string) ([]Change, error) {
 		case KindProfile:
 			err = m.c.DeleteProfile(c.Name)
 		case KindNetwork:
-			err = m.c.DeleteNetwork(c.Name)
+			err = m.deleteNetwork(ctx, c.Name)
 		case KindACL:
 			err = m.c.DeleteNetworkACL(c.Name)
 		}
@@ -119,4 +123,24 @@ func describeUser(u string) string {
 		name = project + "/" + name
 	}
 	return dir + name
+}
+
+// deleteNetwork deletes a network, retrying a few times on a server error:
+// Incus 6.0.4 fails to delete a bridge when some veth elsewhere on the host
+// vanishes while it enumerates the bridge's ports ("Failed to delete bridge
+// children interfaces: ... does not exist"), which busy hosts see.
+func (m *Manager) deleteNetwork(ctx context.Context, name string) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = m.c.DeleteNetwork(name)
+		if err == nil || attempt == 5 || !(api.StatusErrorCheck(err, 500) || strings.Contains(err.Error(), "does not exist")) {
+			return err
+		}
+		m.log.Warn("deleting network failed; retrying", "network", name, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
 }
