@@ -70,10 +70,12 @@ func TestFilesBadInput(t *testing.T) {
 		{"mkdir relative", func() error { return in.Mkdir(ctx, "tmp/x", instance.FileOptions{}) }, instance.ErrInvalid},
 		{"mkdir without parent", func() error { return in.Mkdir(ctx, "/no/such/dir", instance.FileOptions{}) }, instance.ErrNotFound},
 		{"tree relative", func() error { return in.PushTar(ctx, "dst", bytes.NewReader(nil), instance.TreeOptions{}) }, instance.ErrInvalid},
-		{"tree escaping", func() error { return in.PushTar(ctx, "/tmp/t", tarOf(t, tarEntry{name: "../../etc/evil", body: "x"}), instance.TreeOptions{}) }, instance.ErrInvalid},
+		{"tree escaping", func() error {
+			return in.PushTar(ctx, "/tmp/t", tarOf(t, tarEntry{name: "../../etc/evil", body: "x"}), instance.TreeOptions{})
+		}, instance.ErrInvalid},
 		{"pull tree missing", func() error { return in.PullTar(ctx, "/no/such", io.Discard) }, instance.ErrNotFound},
 		{"on missing instance", func() error {
-			return m.Instance("gone-" + in.Name()).Push(ctx, "/x", strings.NewReader(""), instance.FileOptions{})
+			return m.Instance("gone-"+in.Name()).Push(ctx, "/x", strings.NewReader(""), instance.FileOptions{})
 		}, instance.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -99,6 +99,10 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 	}
 	_ = g.Wait()
 	slices.Sort(deleted)
-	m.log.Info("garbage collected instances", "owner", m.cfg.Owner, "deleted", len(deleted), "failed", errs.Len())
+	failed := 0
+	if errs != nil {
+		failed = len(errs.Errors)
+	}
+	m.log.Info("garbage collected instances", "owner", m.cfg.Owner, "deleted", len(deleted), "failed", failed)
 	return deleted, errs.ErrorOrNil()
 }

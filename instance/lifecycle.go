@@ -111,7 +111,7 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 		return err
 	}
 	c := incusop.Bind(ctx, in.m.c)
-	for {
+	for attempt := 1; ; attempt++ {
 		op, err := c.DeleteInstance(in.name)
 		if err == nil {
 			err = incusop.Wait(ctx, op)
@@ -120,11 +120,11 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 			in.m.log.Info("instance deleted", "name", in.name)
 			return nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || attempt == 5 {
 			return wrapErr(err, in.name, "delete")
 		}
 		// An ephemeral instance may be in the middle of deleting itself, or
-		// a concurrent start may have raced the stop.
+		// a concurrent start may have raced the stop: look, and try again.
 		st, serr := in.Status(ctx)
 		switch {
 		case errors.Is(serr, ErrNotFound):
