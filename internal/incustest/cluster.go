@@ -650,6 +650,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	if c.Client != nil {
 		c.Client.Disconnect()
 	}
+	var emptyErrs []error
 	if c.formed {
 		var down []*Member
 		for _, m := range c.Members {
@@ -666,16 +667,17 @@ func (c *Cluster) Stop(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("restart %s for clean-up: %w", m.Name, err))
 			}
 		}
-		errs = append(errs, c.empty(ctx))
+		emptyErrs = append(emptyErrs, c.empty(ctx))
 	} else {
 		for _, m := range c.Members {
 			if m.daemon != nil {
-				errs = append(errs, m.daemon.Empty(ctx))
+				emptyErrs = append(emptyErrs, m.daemon.Empty(ctx))
 			}
 		}
 	}
-	c.log.Info("cluster emptied")
-	errs = append(errs, c.shutdown(ctx))
+	emptyErr := errors.Join(emptyErrs...)
+	emptied := emptyErr == nil && len(errs) == 0 // every member back and emptied
+	errs = append(errs, emptyErr, c.shutdown(ctx, emptied))
 	c.relaysMu.Lock()
 	for _, r := range c.relays {
 		r.close()
@@ -703,24 +705,73 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// shutdown stops every running member at once: a member shut down alone
-// would wait for the others to take over its database role.
-func (c *Cluster) shutdown(ctx context.Context) error {
-	errs := make([]error, len(c.Members))
-	var wg sync.WaitGroup
-	for i, m := range c.Members {
-		if m.daemon == nil {
+// shutdown asks every running member to shut down (as `incus admin
+// shutdown` does) at once. Members that shut down one after the other would
+// leave the last ones without a database quorum: they then wait for
+// database timeouts (10 to 30s) before they exit. Once the cluster is
+// emptied they hold nothing that needs a graceful stop (their mounts go with
+// their mount namespaces, which the leak check watches), so a member still
+// running a few seconds after another has exited is killed.
+func (c *Cluster) shutdown(ctx context.Context, emptied bool) error {
+	type stopping struct {
+		m *Member
+		d *Daemon
+	}
+	var all []stopping
+	for _, m := range c.Members {
+		if m.daemon != nil {
+			all = append(all, stopping{m, m.daemon})
+			m.daemon, m.Client = nil, nil
+		}
+	}
+	start := time.Now()
+	for _, s := range all {
+		go func() {
+			// The daemon answers once it is done, or the connection breaks
+			// as it exits; either way its exit is what counts.
+			_, _, _ = s.d.Client.RawQuery("PUT", "/internal/shutdown?timeout=30", nil, "")
+		}()
+	}
+	exits := make(chan int, len(all))
+	for i, s := range all {
+		go func() { <-s.d.exited; exits <- i }()
+	}
+	exited := make([]bool, len(all))
+	grace := time.NewTimer(60 * time.Second)
+	defer grace.Stop()
+	shortened := false
+wait:
+	for range all {
+		select {
+		case i := <-exits:
+			exited[i] = true
+			c.log.Info("member daemon shut down", "member", all[i].m.Name, "took", time.Since(start))
+			if emptied && !shortened {
+				shortened = true
+				grace.Reset(5 * time.Second)
+			}
+		case <-grace.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	var errs []error
+	for i, s := range all {
+		if exited[i] {
 			continue
 		}
-		wg.Go(func() {
-			start := time.Now()
-			errs[i] = m.daemon.shutdown(ctx)
-			c.log.Info("member daemon shut down", "member", m.Name, "took", time.Since(start), "err", errs[i])
-			m.daemon.Client.Disconnect()
-			m.daemon, m.Client = nil, nil
-		})
+		_ = syscall.Kill(-s.d.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.d.exited
+		if shortened {
+			c.log.Info("member daemon killed after the others shut down", "member", s.m.Name, "took", time.Since(start))
+		} else {
+			errs = append(errs, fmt.Errorf("incusd of %s did not exit after shutdown; killed", s.m.Name))
+		}
 	}
-	wg.Wait()
+	for _, s := range all {
+		s.d.Client.Disconnect()
+	}
 	return errors.Join(errs...)
 }
 

@@ -2,12 +2,15 @@ package incustest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,4 +197,35 @@ func TestClusterBtrfs(t *testing.T) {
 	is.NoErr(c.Stop(ctx))
 	_, err = os.Stat(c.Dir)
 	is.True(os.IsNotExist(err))
+}
+
+// TestStartClusterBadInput checks that bad options are refused with an
+// error naming them, and that a cluster failing half-way through its set-up
+// is torn down completely.
+func TestStartClusterBadInput(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		opts incustest.ClusterOptions
+		want string
+	}{
+		{"members", incustest.ClusterOptions{Members: 9}, "9 members"},
+		{"driver", incustest.ClusterOptions{Pool: "zfs"}, `"zfs"`},
+		{"offline threshold", incustest.ClusterOptions{OfflineThreshold: 5 * time.Second}, "offline threshold 5s"},
+		{"pool size", incustest.ClusterOptions{Members: 2, Pool: "btrfs", PoolSize: "lots", NoNetwork: true}, "btrfs storage pool on member1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			c, err := incustest.StartCluster(ctx, tc.opts)
+			if errors.Is(err, incustest.ErrUnavailable) {
+				incustest.SkipOrFail(t, err)
+			}
+			is.True(c == nil)
+			is.True(err != nil)
+			is.True(strings.Contains(err.Error(), tc.want)) // names the culprit
+			left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("incustest-cluster-%d-*", os.Getpid())))
+			is.Equal(left, []string(nil)) // nothing half-done
+		})
+	}
 }
