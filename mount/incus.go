@@ -164,7 +164,10 @@ func (m *Manager) Mounts(ctx context.Context, instance string) ([]Mount, error) 
 	if err := ValidateInstanceName(instance); err != nil {
 		return nil, err
 	}
-	inst, _, err := incusop.Bind(ctx, m.client).GetInstance(instance)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("mount: mounts of %s: %w", instance, context.Cause(ctx))
+	}
+	inst, _, err := m.client.GetInstance(instance)
 	if err != nil {
 		if api.StatusErrorCheck(err, http.StatusNotFound) {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
@@ -271,7 +274,11 @@ const maxAttempts = 30
 func (m *Manager) apply(instance string, batch []*change) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
 	defer cancel()
-	client := incusop.Bind(ctx, m.client)
+	// No incusop.Bind: WithContext of the v6.0.3 client sets the context on
+	// the client it is called on, shared with the host and every other
+	// caller. Reads and writes are short; the wait for the operation, the
+	// long part, follows ctx.
+	client := m.client
 	results := make([]error, len(batch))
 	for attempt := 1; ; attempt++ {
 		inst, etag, err := client.GetInstance(instance)

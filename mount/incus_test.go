@@ -341,3 +341,26 @@ func TestServerRecord(t *testing.T) {
 	_, ok := i.Config["user.incusexec.mount.c2a7ae348e873efadc082b36d25548af"]
 	is.True(!ok)
 }
+
+// TestHostClientUnharmed: the manager shares the host's client; using it
+// must leave the client working for the host (binding a context with the
+// v6.0.3 client's WithContext would hand a cancelled context to every later
+// call of the host).
+func TestHostClientUnharmed(t *testing.T) {
+	is := is.New(t)
+	d := incustest.Shared(t)
+	d.BusyboxImage(t)
+	inst := createInstance(t, d)
+	root := t.TempDir()
+	m, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{root}})
+	is.NoErr(err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	h, err := m.Acquire(ctx, inst, "shared-client", root, mount.Options{})
+	is.NoErr(err)
+	_, err = m.Mounts(ctx, inst)
+	is.NoErr(err)
+	is.NoErr(m.Release(ctx, h))
+	cancel()
+	_, _, err = d.Client.GetServer()
+	is.NoErr(err) // the host's client still works
+}

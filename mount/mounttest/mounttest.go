@@ -1,6 +1,3 @@
-// Package mounttest is the conformance suite of mount.Mounter: every
-// implementation (the Incus one, hostbind, a host's own) runs Run and so
-// shows the same reference-counting, allowlist and restart behaviour.
 package mounttest
 
 import (
@@ -486,6 +483,14 @@ func testCancelled(t *testing.T, h Harness) {
 	ms, err := m.Mounts(ctxFor(t), inst)
 	is.NoErr(err)
 	is.Equal(len(ms), 0)
+
+	// A release that cannot start keeps the hold.
+	hd, err := m.Acquire(ctxFor(t), inst, "c", src, mount.Options{})
+	is.NoErr(err)
+	is.True(errors.Is(m.Release(ctx, hd), context.Canceled))
+	is.Equal(holders(t, m, inst, "c"), 1)
+	is.NoErr(m.Release(ctxFor(t), hd))
+	is.Equal(holders(t, m, inst, "c"), 0)
 }
 
 func testConcurrentFirstAcquire(t *testing.T, h Harness) {
