@@ -1,0 +1,54 @@
+package imagebuild
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// lock takes the cross-process lock of alias on this Importer's server, so
+// that processes on this host importing the same artifact import it once:
+// the second finds the alias the first created. The lock file is named after
+// the server's certificate (unique per daemon) and the alias; flock releases
+// it when the process dies.
+func (im *Importer) lock(ctx context.Context, alias string) (unlock func(), err error) {
+	srv, _, err := im.Client.GetServer()
+	if err != nil {
+		return nil, fmt.Errorf("identify server for lock of %s: %w", alias, err)
+	}
+	dir := im.LockDir
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "incusexec-imagebuild")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock directory: %w", err)
+	}
+	key := sha256.Sum256([]byte(srv.Environment.Certificate + "\x00" + srv.Environment.Project + "\x00" + alias))
+	path := filepath.Join(dir, hex.EncodeToString(key[:12])+".lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock of %s: %w", alias, err)
+	}
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s for %s: %w", path, alias, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("wait for another import of %s: %w", alias, context.Cause(ctx))
+		case <-time.After(delay):
+		}
+	}
+}

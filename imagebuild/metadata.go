@@ -1,0 +1,288 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// debianToIncusArch maps Debian architecture names to the kernel names Incus
+// uses in image metadata.
+var debianToIncusArch = map[string]string{
+	"amd64":    "x86_64",
+	"arm64":    "aarch64",
+	"i386":     "i686",
+	"armhf":    "armv7l",
+	"armel":    "armv6l",
+	"ppc64el":  "ppc64le",
+	"ppc64":    "ppc64",
+	"s390x":    "s390x",
+	"riscv64":  "riscv64",
+	"mips64el": "mips64",
+	"loong64":  "loongarch64",
+}
+
+// IncusArchitecture returns the Incus name of a Debian architecture; names
+// that already are Incus names are returned unchanged.
+func IncusArchitecture(debian string) (string, error) {
+	if a, ok := debianToIncusArch[debian]; ok {
+		return a, nil
+	}
+	for _, a := range debianToIncusArch {
+		if a == debian {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %q", ErrUnknownArchitecture, debian)
+}
+
+// templateFile is one entry of metadata.yaml's templates map.
+type templateFile struct {
+	When       []string          `json:"when"`
+	CreateOnly bool              `json:"create_only"`
+	Template   string            `json:"template"`
+	Properties map[string]string `json:"properties"`
+	UID        string            `json:"uid,omitempty"`
+	GID        string            `json:"gid,omitempty"`
+	Mode       string            `json:"mode,omitempty"`
+}
+
+type metadataYAML struct {
+	Architecture string                  `json:"architecture"`
+	CreationDate int64                   `json:"creation_date"`
+	Profiles     []string                `json:"profiles,omitempty"`
+	Properties   map[string]string       `json:"properties"`
+	Templates    map[string]templateFile `json:"templates,omitempty"`
+}
+
+// GeneratorPath is where the image carries incusexec's systemd generator.
+const GeneratorPath = "/etc/systemd/system-generators/lxc"
+
+// The templates are pongo2 templates rendered by Incus when an instance is
+// created or copied; files without pongo2 syntax come out unchanged.
+const (
+	hostnameTemplate = "{{ instance.name }}\n"
+	hostsTemplate    = `127.0.0.1	localhost
+127.0.1.1	{{ instance.name }}
+
+# The following lines are desirable for IPv6 capable hosts
+::1	localhost ip6-localhost ip6-loopback
+ff02::1	ip6-allnodes
+ff02::2	ip6-allrouters
+`
+)
+
+// generatorScript is incusexec's own systemd generator for Debian containers
+// under Incus. It runs early at every boot (before units are loaded) and
+// only writes into the generator output directory, so the image's files stay
+// as the tarball had them. It must contain no pongo2 syntax (no brace
+// followed by brace, percent or hash) because Incus renders it as a template.
+const generatorScript = `#!/bin/sh
+# incusexec systemd generator for Debian containers under Incus.
+# Arguments: normal, early and late output directories (systemd.generator(7)).
+set -eu
+
+in_lxc() {
+	[ "${container:-}" = lxc ] && return 0
+	case "${SYSTEMD_VIRTUALIZATION:-}" in container:lxc) return 0 ;; esac
+	tr '\0' '\n' </proc/1/environ 2>/dev/null | grep -qx 'container=lxc'
+}
+in_lxc || exit 0
+
+out="${1:-/run/systemd/generator}"
+mkdir -p "$out"
+
+# A root directory that system users cannot traverse (a tarball made from a
+# mktemp directory has mode 0700) breaks every unit that drops privileges.
+case "$(stat -c %a / 2>/dev/null)" in
+	700|750|710|770) chmod 0755 / ;;
+esac
+
+# Incus mounts /sys read-write in unprivileged containers, and
+# systemd-networkd then waits for udev, which does not run in a container
+# (it is masked below), to initialise each link, leaving host0 "pending"
+# forever. A read-only /sys in networkd's own mount namespace tells it that
+# there is no udev. (Generators see a sandboxed file system, so /sys cannot
+# be tested from here.)
+mkdir -p "$out/systemd-networkd.service.d"
+cat >"$out/systemd-networkd.service.d/zz-incusexec-no-udev.conf" <<'UNIT'
+[Service]
+ReadOnlyPaths=/sys
+UNIT
+
+# Under a user namespace the container's root cannot do what some units'
+# sandboxing asks of it (private device nodes, kernel tunables, new mount
+# propagation on some kernels); relax those settings instead of failing.
+unprivileged=no
+if [ -r /proc/self/uid_map ]; then
+	# A full identity map is "0 0 4294967295": anything else is a user namespace.
+	set -- $(cat /proc/self/uid_map)
+	if [ "${1:-}" != 0 ] || [ "${2:-}" != 0 ] || [ "${3:-}" != 4294967295 ]; then
+		unprivileged=yes
+	fi
+fi
+
+relax() {
+	mkdir -p "$out/$1.d"
+	cat >"$out/$1.d/zz-incusexec-container.conf" <<'UNIT'
+[Service]
+PrivateDevices=no
+PrivateMounts=no
+ProtectHome=no
+ProtectSystem=no
+ProtectKernelTunables=no
+ProtectKernelModules=no
+ProtectKernelLogs=no
+ProtectControlGroups=no
+ProtectClock=no
+ProtectHostname=no
+ProtectProc=default
+UNIT
+}
+
+if [ "$unprivileged" = yes ]; then
+	for dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+		[ -d "$dir" ] || continue
+		for unit in "$dir"/*.service; do
+			[ -e "$unit" ] || continue
+			if grep -Eq '^(PrivateDevices|ProtectKernelTunables|ProtectKernelModules|ProtectKernelLogs|ProtectClock|ProtectHostname|ProtectHome|ProtectSystem|ProtectControlGroups|PrivateMounts)=' "$unit"; then
+				relax "$(basename "$unit")"
+			fi
+		done
+	done
+fi
+
+# Units that cannot work inside a container: masking them keeps
+# "systemctl is-system-running" meaningful.
+for unit in \
+	systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+	systemd-udev-trigger.service systemd-udev-settle.service \
+	systemd-journald-audit.socket systemd-modules-load.service \
+	systemd-remount-fs.service \
+	sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+	sys-fs-fuse-connections.mount dev-hugepages.mount dev-mqueue.mount \
+	proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
+	systemd-binfmt.service systemd-hwdb-update.service \
+	systemd-pstore.service systemd-firstboot.service \
+	getty-static.service serial-getty@.service; do
+	ln -sf /dev/null "$out/$unit"
+done
+
+# Network: systemd-networkd configures host0 through Debian's
+# 80-container-host0.network, and boot waits for it to be online, so that
+# "running" means the network is up.
+wants() {
+	mkdir -p "$out/$1.wants"
+	for lib in /lib/systemd/system /usr/lib/systemd/system; do
+		if [ -e "$lib/$2" ]; then
+			ln -sf "$lib/$2" "$out/$1.wants/$2"
+			return 0
+		fi
+	done
+}
+wants multi-user.target systemd-networkd.service
+wants sockets.target systemd-networkd.socket
+wants network-online.target systemd-networkd-wait-online.service
+wants multi-user.target network-online.target
+exit 0
+`
+
+// metadataEntries returns the files of the metadata tarball (metadata.yaml
+// and templates/*) for meta.
+func metadataEntries(meta Metadata) (map[string][]byte, error) {
+	arch, err := IncusArchitecture(meta.Architecture)
+	if err != nil {
+		return nil, err
+	}
+	props := map[string]string{}
+	maps.Copy(props, meta.Properties)
+	set := func(k, v string) {
+		if v != "" {
+			props[k] = v
+		}
+	}
+	set("description", meta.Description)
+	set("os", meta.OS)
+	set("release", meta.Release)
+	set("architecture", meta.Architecture)
+	set("artifact_id", meta.ArtifactID)
+	created := meta.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	m := metadataYAML{
+		Architecture: arch,
+		CreationDate: created.Unix(),
+		Profiles:     meta.Profiles,
+		Properties:   props,
+	}
+	files := map[string][]byte{}
+	if !meta.NoTemplates {
+		m.Templates = map[string]templateFile{
+			"/etc/hostname": {When: []string{"create", "copy"}, Template: "hostname.tpl", Properties: map[string]string{}},
+			"/etc/hosts":    {When: []string{"create", "copy"}, Template: "hosts.tpl", Properties: map[string]string{}},
+			GeneratorPath: {When: []string{"create", "copy"}, Template: "lxc-generator.tpl", Properties: map[string]string{},
+				UID: "0", GID: "0", Mode: "0755"},
+		}
+		files["templates/hostname.tpl"] = []byte(hostnameTemplate)
+		files["templates/hosts.tpl"] = []byte(hostsTemplate)
+		files["templates/lxc-generator.tpl"] = []byte(generatorScript)
+	}
+	// JSON is YAML: encoding metadata.yaml as JSON quotes every value, so
+	// that no string from the host (a description with a newline or a colon)
+	// can add or change keys.
+	y, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	files["metadata.yaml"] = append(y, '\n')
+	return files, nil
+}
+
+// writeMetadata writes the metadata files as tar entries under prefix ("" for
+// a split metadata tarball). mtime is the entries' modification time.
+func writeMetadata(tw *tar.Writer, files map[string][]byte, mtime time.Time) error {
+	dirs := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if d, _, ok := strings.Cut(name, "/"); ok && !dirs[d] {
+			dirs[d] = true
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+				return err
+			}
+		}
+		b := files[name]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// metadataTarball returns the split-mode metadata tarball.
+func metadataTarball(meta Metadata) ([]byte, error) {
+	files, err := metadataEntries(meta)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mtime := meta.Created
+	if mtime.IsZero() {
+		mtime = time.Now()
+	}
+	if err := writeMetadata(tw, files, mtime); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,164 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+)
+
+// MaxEntrySize is the largest file size a tar header may claim; larger is
+// taken for a corrupt or hostile archive.
+const MaxEntrySize = 64 << 30
+
+// maxEntries bounds the bookkeeping of one archive (hard-link targets and
+// symbolic link names are remembered).
+const maxEntries = 10_000_000
+
+// checker validates a root filesystem tar stream entry by entry.
+type checker struct {
+	// seen holds non-directory entries already in the archive: the only
+	// valid hard-link targets.
+	seen map[string]struct{}
+	// symlinks holds symbolic link names: no later entry may go through one.
+	symlinks map[string]struct{}
+	hasInit  bool
+	entries  int
+}
+
+func newChecker() *checker {
+	return &checker{seen: map[string]struct{}{}, symlinks: map[string]struct{}{}}
+}
+
+// cleanName returns the rootfs-relative form of a tar entry name ("" for the
+// root itself), rejecting names that leave the root.
+func cleanName(name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("%w: empty entry name", ErrUnsafeEntry)
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("%w: %q: absolute name", ErrUnsafeEntry, name)
+	}
+	if strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("%w: %q: NUL in name", ErrUnsafeEntry, name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("%w: %q: \"..\" in name", ErrUnsafeEntry, name)
+		}
+	}
+	c := path.Clean(name)
+	if c == "." {
+		return "", nil
+	}
+	return c, nil
+}
+
+// check validates one header and returns the entry's cleaned name.
+func (c *checker) check(h *tar.Header) (string, error) {
+	name, err := cleanName(h.Name)
+	if err != nil {
+		return "", err
+	}
+	if c.entries++; c.entries > maxEntries {
+		return "", fmt.Errorf("%w: more than %d entries", ErrBadArchive, maxEntries)
+	}
+	if h.Size < 0 || h.Size > MaxEntrySize {
+		return "", fmt.Errorf("%w: %q: size %d out of range", ErrBadArchive, h.Name, h.Size)
+	}
+	for p := path.Dir(name); p != "." && p != "/"; p = path.Dir(p) {
+		if _, ok := c.symlinks[p]; ok {
+			return "", fmt.Errorf("%w: %q: path goes through symbolic link %q", ErrUnsafeEntry, h.Name, p)
+		}
+	}
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if name != "" {
+			delete(c.symlinks, name)
+		}
+		return name, nil
+	case tar.TypeReg, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeGNUSparse:
+		if name == "" {
+			return "", fmt.Errorf("%w: %q: the root is not a directory", ErrUnsafeEntry, h.Name)
+		}
+		delete(c.symlinks, name)
+	case tar.TypeSymlink:
+		if name == "" {
+			return "", fmt.Errorf("%w: %q: the root is not a directory", ErrUnsafeEntry, h.Name)
+		}
+		if h.Linkname == "" {
+			return "", fmt.Errorf("%w: %q: symbolic link without target", ErrBadArchive, h.Name)
+		}
+		c.symlinks[name] = struct{}{}
+	case tar.TypeLink:
+		target, err := cleanName(h.Linkname)
+		if err != nil || target == "" {
+			return "", fmt.Errorf("%w: %q: hard link to %q outside the archive", ErrUnsafeEntry, h.Name, h.Linkname)
+		}
+		if _, ok := c.seen[target]; !ok {
+			return "", fmt.Errorf("%w: %q: hard link to %q, which is not earlier in the archive", ErrUnsafeEntry, h.Name, h.Linkname)
+		}
+		if name == "" {
+			return "", fmt.Errorf("%w: %q: the root is not a directory", ErrUnsafeEntry, h.Name)
+		}
+		delete(c.symlinks, name)
+	default:
+		return "", fmt.Errorf("%w: %q: unsupported entry type %q", ErrBadArchive, h.Name, h.Typeflag)
+	}
+	c.seen[name] = struct{}{}
+	if name == "sbin/init" || name == "usr/sbin/init" {
+		c.hasInit = true
+	}
+	return name, nil
+}
+
+// finish reports what can only be known at the end of the archive.
+func (c *checker) finish() error {
+	if c.entries == 0 {
+		return fmt.Errorf("%w: empty archive", ErrBadArchive)
+	}
+	if !c.hasInit {
+		return ErrNoInit
+	}
+	return nil
+}
+
+// tarError turns an archive/tar error into one wrapping ErrBadArchive.
+func tarError(err error, after string) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("truncated archive: %w", err)
+	}
+	if after == "" {
+		return fmt.Errorf("%w: %w", ErrBadArchive, err)
+	}
+	return fmt.Errorf("%w: after entry %q: %w", ErrBadArchive, after, err)
+}
+
+// Validate reads an uncompressed root filesystem tar stream to its end and
+// reports the first problem: an unsafe entry, a malformed archive, or no
+// init. It reads the rest of r after the end-of-archive marker too.
+func Validate(r io.Reader) error {
+	c := newChecker()
+	tr := tar.NewReader(r)
+	last := ""
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return tarError(err, last)
+		}
+		if _, err := c.check(h); err != nil {
+			return err
+		}
+		last = h.Name
+	}
+	if err := c.finish(); err != nil {
+		return err
+	}
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
