@@ -48,7 +48,7 @@
 // Within a process, changes to one instance are written by one goroutine at
 // a time, and everything queued while it writes goes into its next update
 // ("group commit"): a thousand concurrent Acquires of one alias attach it
-// once, in one or two updates. An update the server refuses for one change
+// once, in a handful of updates. An update the server refuses for one change
 // (a device that cannot be attached) is redone change by change, so only
 // that change fails. A caller whose context ends while its Acquire is being
 // written gets the context's error, and the hold is released again.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -363,4 +365,42 @@ func TestHostClientUnharmed(t *testing.T) {
 	cancel()
 	_, _, err = d.Client.GetServer()
 	is.NoErr(err) // the host's client still works
+}
+
+// TestSwappedSourceRefused plays the race the package documentation
+// describes: after the source was checked and before the server mounts it,
+// a task swaps it for a symlink leading outside the allowed root. The
+// server follows the symlink; Acquire notices afterwards, detaches, and
+// refuses.
+func TestSwappedSourceRefused(t *testing.T) {
+	is := is.New(t)
+	_, rec, d := incusHarness(t)
+	ctx := context.Background()
+	inst := createInstance(t, d)
+	root, outside := t.TempDir(), t.TempDir()
+	src := filepath.Join(root, "shared")
+	is.NoErr(os.Mkdir(src, 0o755))
+	var once sync.Once
+	rec.mu.Lock()
+	rec.beforeUpdate = func(string) {
+		once.Do(func() {
+			if err := os.Rename(src, src+".moved"); err != nil {
+				t.Error(err)
+			}
+			if err := os.Symlink(outside, src); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	rec.mu.Unlock()
+	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}})
+	is.NoErr(err)
+	_, err = m.Acquire(ctx, inst, "swapped", src, mount.Options{})
+	is.True(errors.Is(err, mount.ErrNotAllowed))
+	t.Log(err)
+	i, _, err := d.Client.GetInstance(inst)
+	is.NoErr(err)
+	is.Equal(len(i.Devices), 0) // detached again
+	tr := rec.transitions()[mounttest.Key{Instance: inst, Hash: mount.AliasHash("swapped")}]
+	is.Equal(tr, mounttest.Transitions{Attached: 1, Detached: 1})
 }
