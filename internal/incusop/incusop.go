@@ -34,17 +34,35 @@ func Wait(ctx context.Context, op Operation) error {
 	return err
 }
 
-// Bind returns a client whose HTTP requests carry ctx, so that a blocked
-// request ends with the context. Clients that cannot carry a context are
-// returned unchanged.
+// Bind returns a copy of c whose HTTP requests carry ctx, so that a blocked
+// request ends with the context; c itself is left as it was. Clients that
+// cannot carry a context are returned unchanged.
+//
+// The copy is made with UseProject (same connection, same project): the Incus
+// client's own WithContext (v6.0.3) sets the context on the client it is
+// called on, which would leave a shared client bound to a context that ends.
 func Bind[C any](ctx context.Context, c C) C {
+	type copier interface {
+		GetConnectionInfo() (*incus.ConnectionInfo, error)
+		UseProject(name string) incus.InstanceServer
+	}
 	type withContext interface {
 		WithContext(context.Context) incus.InstanceServer
 	}
-	if wc, ok := any(c).(withContext); ok {
-		if bound, ok := any(wc.WithContext(ctx)).(C); ok {
-			return bound
-		}
+	cp, ok := any(c).(copier)
+	if !ok {
+		return c
+	}
+	info, err := cp.GetConnectionInfo()
+	if err != nil {
+		return c
+	}
+	clone, ok := cp.UseProject(info.Project).(withContext)
+	if !ok {
+		return c
+	}
+	if bound, ok := any(clone.WithContext(ctx)).(C); ok {
+		return bound
 	}
 	return c
 }

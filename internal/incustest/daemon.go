@@ -414,7 +414,7 @@ func (d *Daemon) checkNothingLeft() error {
 			continue
 		}
 		args := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.Contains(args, d.Dir) || (d.Network != "" && strings.Contains(args, "--interface="+d.Network+" ")) {
+		if refersTo(filepath.Dir(p), d.Dir) || (d.Network != "" && strings.Contains(args, "--interface="+d.Network+" ")) {
 			left = append(left, fmt.Sprintf("process %s: %s", filepath.Base(filepath.Dir(p)), args))
 		}
 	}

@@ -73,8 +73,7 @@ func sweepDir(dir string) error {
 			ppid, _ := strconv.Atoi(f[1])
 			children[ppid] = append(children[ppid], pid)
 		}
-		cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
-		if strings.Contains(string(cmd), dir) {
+		if refersTo(filepath.Dir(p), dir) {
 			roots = append(roots, pid)
 		}
 	}
@@ -127,4 +126,21 @@ func sweepDir(dir string) error {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	return nil
+}
+
+// refersTo reports whether the process at procDir (/proc/<pid>) belongs to
+// the daemon in dir: its command line names dir (LXC monitors, dnsmasq,
+// forkfile helpers) or its INCUS_DIR is dir (incusd itself).
+func refersTo(procDir, dir string) bool {
+	cmd, _ := os.ReadFile(filepath.Join(procDir, "cmdline"))
+	if strings.Contains(string(cmd), dir) {
+		return true
+	}
+	env, _ := os.ReadFile(filepath.Join(procDir, "environ"))
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if kv == "INCUS_DIR="+dir {
+			return true
+		}
+	}
+	return false
 }

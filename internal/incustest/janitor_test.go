@@ -79,14 +79,19 @@ func TestSweepAfterKill(t *testing.T) {
 	is.True(os.IsNotExist(err))
 }
 
-// referencing counts live processes whose command line names dir.
+// referencing counts live processes whose command line names dir or whose
+// INCUS_DIR is dir.
 func referencing(dir string) int {
 	n := 0
-	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range cmdlines {
-		b, _ := os.ReadFile(p)
-		stat, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
-		if strings.Contains(string(b), dir) && !strings.Contains(string(stat), ") Z") {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		env, _ := os.ReadFile(filepath.Join(p, "environ"))
+		stat, _ := os.ReadFile(filepath.Join(p, "stat"))
+		if strings.Contains(string(stat), ") Z") {
+			continue
+		}
+		if strings.Contains(string(cmd), dir) || strings.Contains("\x00"+string(env)+"\x00", "\x00INCUS_DIR="+dir+"\x00") {
 			n++
 		}
 	}
