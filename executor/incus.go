@@ -1,0 +1,314 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incusop"
+	"github.com/incusexec/incusexec/mount"
+	"github.com/incusexec/incusexec/netbridge"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+// Backend is the Incus backend: one connection to a daemon (or cluster)
+// and the parts built on it, shared by the executors of any number of
+// images. It is safe for concurrent use.
+type Backend struct {
+	cfg    Config
+	log    *slog.Logger
+	client incus.InstanceServer
+
+	instances *instance.Manager
+	// creator is a second instance manager whose commands create missing
+	// users: CreateUser runs through it, while Exec through instances
+	// refuses a user that does not exist.
+	creator  *instance.Manager
+	mounts   *mount.Manager
+	images   *imagebuild.Importer
+	networks *netbridge.Manager
+
+	network *netbridge.Network
+	profile *netbridge.Profile
+}
+
+// NewBackend connects to the daemon cfg names, makes sure of the bridge and
+// profile it specifies, and returns the backend. A daemon that cannot be
+// reached is an error wrapping ErrUnavailable.
+func NewBackend(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.Owner == "" {
+		return nil, fmt.Errorf("executor config: %w: Owner is required", ErrInvalid)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := cfg.connect(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	c = sharedClient{c}
+	b := &Backend{cfg: cfg, log: log, client: c}
+	if len(b.cfg.Profiles) == 0 {
+		b.cfg.Profiles = []string{"default"}
+	}
+	icfg := instance.Config{Owner: cfg.Owner, Prefix: cfg.Prefix, StopGrace: cfg.StopGrace, Logger: log,
+		CreateUser: func(_ context.Context, in *instance.Instance, user string) error {
+			return fmt.Errorf("%w: user %s in instance %s (CreateUser makes it)", ErrNotFound, user, in.Name())
+		}}
+	if b.instances, err = instance.New(c, icfg); err != nil {
+		return nil, mapErr(err)
+	}
+	icfg.CreateUser = nil
+	if b.creator, err = instance.New(c, icfg); err != nil {
+		b.instances.Close()
+		return nil, mapErr(err)
+	}
+	if b.mounts, err = mount.New(mount.Config{Client: c, AllowedRoots: cfg.AllowedRoots, Owner: cfg.Owner, Logger: log}); err != nil {
+		b.Close()
+		return nil, mapErr(err)
+	}
+	b.images = &imagebuild.Importer{Client: c, Logger: log}
+	b.networks = netbridge.New(c, netbridge.Options{Logger: log})
+	if err := b.ensureNetwork(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Backend) ensureNetwork(ctx context.Context) error {
+	if spec := b.cfg.Network; spec != nil {
+		s := *spec
+		if s.Owner == "" {
+			s.Owner = b.cfg.Owner
+		}
+		n, err := b.networks.Ensure(ctx, s)
+		if err != nil {
+			return mapErr(err)
+		}
+		b.network = n
+		for _, c := range n.Changes {
+			b.log.Info("network", "change", c.String())
+		}
+	}
+	if spec := b.cfg.Profile; spec != nil {
+		s := *spec
+		if s.Owner == "" {
+			s.Owner = b.cfg.Owner
+		}
+		if s.Network == "" && b.network != nil {
+			s.Network = b.network.Name
+		}
+		p, err := b.networks.EnsureProfile(ctx, s)
+		if err != nil {
+			return mapErr(err)
+		}
+		b.profile = p
+		for _, c := range p.Changes {
+			b.log.Info("profile", "change", c.String())
+		}
+	}
+	return nil
+}
+
+// Close releases the backend's event listeners. Instances, images, mounts
+// and the bridge stay.
+func (b *Backend) Close() error {
+	var errs []error
+	for _, m := range []*instance.Manager{b.instances, b.creator} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Client returns the backend's connection, for what the interfaces do not
+// cover.
+func (b *Backend) Client() incus.InstanceServer { return b.client }
+
+// Network returns the ensured bridge (nil without Config.Network).
+func (b *Backend) Network() *netbridge.Network { return b.network }
+
+// Profile returns the ensured profile (nil without Config.Profile).
+func (b *Backend) Profile() *netbridge.Profile { return b.profile }
+
+// Profiles returns the profiles every instance gets, in order.
+func (b *Backend) Profiles() []string {
+	ps := slices.Clone(b.cfg.Profiles)
+	if b.profile != nil && !slices.Contains(ps, b.profile.Name) {
+		ps = append(ps, b.profile.Name)
+	}
+	return ps
+}
+
+// GC deletes the owner's instances created more than olderThan ago (all
+// when zero), except those keep returns true for (keep may be nil), and
+// returns the names deleted; it keeps going past failures and returns them
+// all.
+func (b *Backend) GC(ctx context.Context, olderThan time.Duration, keep func(name string) bool) ([]string, error) {
+	names, err := b.instances.GC(ctx, instance.GCOptions{OlderThan: olderThan, Keep: keep})
+	return names, mapErr(err)
+}
+
+// Cleanup removes the owner's bridge, profile and ACLs when nothing uses
+// them any more (netbridge.Manager.Cleanup).
+func (b *Backend) Cleanup(ctx context.Context) ([]netbridge.Change, error) {
+	ch, err := b.networks.Cleanup(ctx, b.cfg.Owner)
+	return ch, mapErr(err)
+}
+
+// Executor returns the executor bound to img.
+func (b *Backend) Executor(img Image) (*IncusExecutor, error) {
+	alias, err := img.alias()
+	if err != nil {
+		return nil, err
+	}
+	return &IncusExecutor{b: b, img: img, alias: alias}, nil
+}
+
+// IncusExecutor is the Executor of the Incus backend for one image.
+type IncusExecutor struct {
+	b     *Backend
+	img   Image
+	alias string
+}
+
+var _ Executor = (*IncusExecutor)(nil)
+
+// Image returns the image alias.
+func (e *IncusExecutor) Image() string { return e.alias }
+
+// Backend returns the backend the executor belongs to.
+func (e *IncusExecutor) Backend() *Backend { return e.b }
+
+// Available checks that the daemon answers and has the driver the image
+// needs (lxc for containers, qemu for VMs).
+func (e *IncusExecutor) Available(ctx context.Context) error {
+	srv, _, err := incusop.Bind(ctx, e.b.client).GetServer()
+	if err != nil {
+		return fmt.Errorf("%w: incus daemon: %v", ErrUnavailable, err)
+	}
+	driver, kind := "lxc", "containers"
+	if e.img.VM {
+		driver, kind = "qemu", "virtual machines"
+	}
+	for _, d := range strings.Split(srv.Environment.Driver, "|") {
+		if strings.TrimSpace(d) == driver {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: incus daemon cannot run %s: drivers %q lack %s", ErrUnavailable, kind, srv.Environment.Driver, driver)
+}
+
+// EnsureImage checks that the image exists and imports it when it does
+// not and the executor has its tarball.
+func (e *IncusExecutor) EnsureImage(ctx context.Context) error {
+	_, _, err := incusop.Bind(ctx, e.b.client).GetImageAlias(e.alias)
+	switch {
+	case err == nil:
+		return nil
+	case !api.StatusErrorCheck(err, 404):
+		return fmt.Errorf("image %s: %w", e.alias, err)
+	case e.img.ID == "":
+		return fmt.Errorf("image %s: %w (and the executor has no tarball to import)", e.alias, ErrNotFound)
+	}
+	src := imagebuild.Source{ID: e.img.ID, Path: e.img.Tarball, SHA256: e.img.SHA256, Metadata: e.img.Metadata}
+	if src.Path == "" {
+		rc, err := e.img.Open(ctx)
+		if err != nil {
+			return fmt.Errorf("image %s: open the tarball: %w", e.alias, err)
+		}
+		defer rc.Close()
+		src.Reader = rc
+	}
+	opts := e.img.Import
+	opts.Owner = e.b.cfg.Owner
+	opts.Type = imagebuild.Container
+	if e.img.VM {
+		opts.Type = imagebuild.VirtualMachine
+	}
+	img, err := e.b.images.Import(ctx, src, opts)
+	if err != nil {
+		return mapErr(err)
+	}
+	e.b.log.Info("image imported", "alias", img.Alias, "fingerprint", img.Fingerprint, "reused", img.Reused)
+	return nil
+}
+
+// RemoveImage deletes the image and its alias; nil when they are gone. An
+// image still used by instances loses its alias and stays.
+func (e *IncusExecutor) RemoveImage(ctx context.Context) error {
+	err := e.b.images.Delete(ctx, e.alias)
+	if errors.Is(err, imagebuild.ErrNotFound) {
+		return nil
+	}
+	return mapErr(err)
+}
+
+// Create creates a stopped instance from the image, with the backend's
+// profiles then spec's.
+func (e *IncusExecutor) Create(ctx context.Context, spec Spec) (Instance, error) {
+	if spec.Name != "" {
+		if err := CheckName(spec.Name); err != nil {
+			return nil, err
+		}
+	}
+	in, err := e.b.instances.Create(ctx, instance.Spec{
+		Name:      spec.Name,
+		ID:        spec.ID,
+		Image:     e.alias,
+		VM:        e.img.VM,
+		Profiles:  append(e.b.Profiles(), spec.Profiles...),
+		Config:    spec.Config,
+		Devices:   spec.Devices,
+		Ephemeral: spec.Ephemeral,
+		Target:    e.b.cfg.Target,
+		NoStart:   true,
+	})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return &IncusInstance{e: e, in: in, ephemeral: spec.Ephemeral}, nil
+}
+
+// Statistics returns inst.Stats.
+func (e *IncusExecutor) Statistics(ctx context.Context, inst Instance) (Stats, error) {
+	return inst.Stats(ctx)
+}
+
+// List returns the names of the owner's instances.
+func (e *IncusExecutor) List(ctx context.Context) ([]string, error) {
+	names, err := e.b.instances.List(ctx)
+	return names, mapErr(err)
+}
+
+// AutopkgtestArgs returns [alias, "--", "--profile", P] ("--vm" first for
+// a VM), P being the ensured profile or else the last of Config.Profiles.
+func (e *IncusExecutor) AutopkgtestArgs() []string {
+	ps := e.b.Profiles()
+	args := []string{e.alias, "--", "--profile", ps[len(ps)-1]}
+	if e.img.VM {
+		args = append([]string{"--vm"}, args...)
+	}
+	return args
+}
+
+// Instance returns a handle on the existing instance name (one this
+// executor or an earlier process created), or an error wrapping
+// ErrNotFound.
+func (e *IncusExecutor) Instance(ctx context.Context, name string) (*IncusInstance, error) {
+	in, err := e.b.instances.Get(ctx, name)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return &IncusInstance{e: e, in: in}, nil
+}
