@@ -1,0 +1,35 @@
+// Package instance is the lifecycle of one Incus instance, as a task runner
+// needs it, over the Incus REST API (never the incus command):
+//
+//   - Manager.Create makes a container or VM from a local image alias or
+//     fingerprint with profiles, config, devices, ephemeral or not, on a
+//     chosen cluster member; it names it with a prefix and random digits,
+//     taking another name when the server reports a conflict (no
+//     check-then-create race), labels it with its owner, ID and creation
+//     time (LabelOwner, LabelID, LabelCreated), starts it and waits until it
+//     is ready. It leaves either a ready instance or none.
+//   - Instance.WaitReady waits for what the host says "ready" means (Ready):
+//     systemd up, an address on a NIC, the VM agent, a probe of its own. It
+//     wakes on the instance's lifecycle events (one listener per Manager),
+//     polls what events do not tell, stops waiting when the instance stops,
+//     and on a timeout says what it saw last.
+//   - Stop asks init to shut down and forces the instance off after a grace
+//     period; Restart, Delete; all of them fine on an instance that is gone.
+//   - Exec runs argv with environment, directory, user and group (a named
+//     user is created on demand, as Debusine's _debusine), streams stdin,
+//     stdout and stderr, and returns the exit status once all output is in.
+//     A timeout or a cancelled context sends SIGTERM, then SIGKILL.
+//   - Push, Pull and Mkdir move single files as streams, over SFTP; PushTar,
+//     PullTar, PushDir and PullDir move whole trees with modes and owners.
+//   - Stats reads CPU, memory and disk use from the state API.
+//   - Manager.GC deletes the owner's instances (optionally only old ones)
+//     that a crashed host left behind, and reports every failure.
+//
+// The Incus client methods the package calls are the Client interface: the
+// client from github.com/lxc/incus/v6/client satisfies it, and a fake needs
+// only those methods. Errors wrap the sentinels ErrNotFound, ErrNotRunning,
+// ErrAlreadyExists, ErrTimeout, ErrExec, ErrInvalid and ErrUser (and the
+// Incus status error behind them) for errors.Is. Every blocking method takes
+// a context first; operations the context abandons are cancelled on the
+// server where Incus allows it.
+package instance

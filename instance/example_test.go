@@ -1,0 +1,61 @@
+package instance_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"strings"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	incus "github.com/lxc/incus/v6/client"
+)
+
+// A Debusine-style task: an ephemeral instance, inputs pushed, the task run
+// as an unprivileged user, results pulled, the instance deleted; and a
+// periodic sweep of what crashed runs left behind.
+func Example() {
+	ctx := context.Background()
+	c, err := incus.ConnectIncusUnix("", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	m, err := instance.New(c, instance.Config{Owner: "worker-1", StopGrace: 10 * time.Second})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+
+	in, err := m.Create(ctx, instance.Spec{
+		Image:     "artifact/1234",
+		ID:        "task-5678",
+		Ephemeral: true,
+		Ready:     instance.Ready{Systemd: true, Timeout: 2 * time.Minute},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer in.Delete(ctx)
+
+	if err := in.Push(ctx, "/work/input.txt", strings.NewReader("hello\n"),
+		instance.FileOptions{UID: 0, GID: 0, Mode: 0o644, Parents: true}); err != nil {
+		log.Fatal(err)
+	}
+	var out bytes.Buffer
+	code, err := in.Exec(ctx, instance.Cmd{
+		Args:    []string{"sh", "-c", "tr a-z A-Z < /work/input.txt"},
+		User:    "_debusine",
+		Stdout:  &out,
+		Timeout: time.Hour,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("exit %d: %s", code, out.String())
+
+	// Elsewhere, periodically: instances of this owner older than a day.
+	if _, err := m.GC(ctx, instance.GCOptions{OlderThan: 24 * time.Hour}); err != nil {
+		log.Print(err)
+	}
+}
