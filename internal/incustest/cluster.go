@@ -101,6 +101,8 @@ type Member struct {
 	// Dir is the member's INCUS_DIR, Socket its unix socket.
 	Dir, Socket string
 	// Client is connected to Socket; nil while the member is stopped.
+	// StopMember and StartMember replace it: do not use it concurrently
+	// with them.
 	Client incus.InstanceServer
 
 	machine *machine
@@ -114,6 +116,14 @@ func (m *Member) Running() bool { return m.daemon != nil }
 // bridge and the instances it hosts are reachable.
 func (m *Member) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	return m.machine.thread.dial(ctx, network, address)
+}
+
+// Command prepares a command that runs in the member's network and mount
+// namespaces, as a shell on that member's host would: a mount it makes
+// (say, a tmpfs over a directory) is seen by this member alone.
+func (m *Member) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	argv := append([]string{"--target", strconv.Itoa(m.machine.holder.Process.Pid), "--net", "--mount", "--", name}, args...)
+	return exec.CommandContext(ctx, "nsenter", argv...)
 }
 
 // Interfaces lists the network interfaces of the member's namespace.

@@ -73,6 +73,19 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("member filesystems", func(t *testing.T) {
+		is := is.New(t)
+		dir := t.TempDir()
+		m := c.Members[1]
+		out, err := m.Command(ctx, "sh", "-c", "mount -t tmpfs tmpfs "+dir+" && echo member2 >"+dir+"/only-here && cat "+dir+"/only-here").CombinedOutput()
+		is.NoErr(err)
+		is.Equal(string(out), "member2\n")
+		_, err = os.Stat(filepath.Join(dir, "only-here"))
+		is.True(os.IsNotExist(err)) // not on this host
+		err = c.Members[2].Command(ctx, "test", "-e", filepath.Join(dir, "only-here")).Run()
+		is.True(err != nil) // nor on member3
+	})
+
 	names := make([]string, len(c.Members))
 	t.Run("launches on each member", func(t *testing.T) {
 		is := is.New(t)
