@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/lxc/incus/v6/shared/api"
 )
 
 // Cleanup removes the profiles, networks and isolation ACLs labelled with
@@ -125,15 +123,13 @@ func describeUser(u string) string {
 	return dir + name
 }
 
-// deleteNetwork deletes a network, retrying a few times on a server error:
-// Incus 6.0.4 fails to delete a bridge when some veth elsewhere on the host
-// vanishes while it enumerates the bridge's ports ("Failed to delete bridge
-// children interfaces: ... does not exist"), which busy hosts see.
+// deleteNetwork deletes a network, retrying a few times on transient server
+// errors (see isTransient).
 func (m *Manager) deleteNetwork(ctx context.Context, name string) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = m.c.DeleteNetwork(name)
-		if err == nil || attempt == 5 || !(api.StatusErrorCheck(err, 500) || strings.Contains(err.Error(), "does not exist")) {
+		if err == nil || attempt == 5 || !isTransient(err) {
 			return err
 		}
 		m.log.Warn("deleting network failed; retrying", "network", name, "attempt", attempt, "err", err)

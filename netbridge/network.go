@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -410,12 +411,20 @@ func (m *Manager) createNetwork(ctx context.Context, p *netPlan, unfinished *api
 		}
 	}
 	post := api.NetworksPost{Name: p.Name, Type: "bridge", NetworkPut: api.NetworkPut{Config: cfg, Description: p.desc}}
-	err = m.createNetworkObject(post)
-	if err != nil {
+	for attempt := 1; ; attempt++ {
+		err = m.createNetworkObject(post)
+		if err == nil {
+			break
+		}
 		// Lost a race with another process, or a real failure?
 		if cur, _, gerr := m.c.GetNetwork(p.Name); gerr == nil && !isUnfinished(cur) {
 			m.log.Debug("network created concurrently by another writer", "network", p.Name, "err", err)
 			return n, errLostRace
+		}
+		if attempt < 4 && isTransient(err) && ctx.Err() == nil {
+			m.log.Warn("creating network failed; retrying", "network", p.Name, "attempt", attempt, "err", err)
+			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+			continue
 		}
 		if unfinished == nil {
 			m.dropNewACL(p, n.Changes)
@@ -541,4 +550,12 @@ func (m *Manager) correctNetwork(ctx context.Context, p *netPlan, cur *api.Netwo
 		}
 	}
 	return n, changes, nil
+}
+
+// isTransient recognises server errors worth another try: Incus 6.0.4 fails
+// to create or delete a bridge when some veth elsewhere on the host vanishes
+// while it enumerates interfaces ("... Device "vethX" does not exist"),
+// which busy hosts see.
+func isTransient(err error) bool {
+	return api.StatusErrorCheck(err, 500) || strings.Contains(err.Error(), "does not exist")
 }
