@@ -997,8 +997,8 @@ func PrivateCluster(t testing.TB, opts ClusterOptions) *Cluster {
 }
 
 // SharedCluster returns the test binary's three-member cluster, starting
-// it on first use; ClusterMain, which must be the package's TestMain body,
-// stops it once all tests have run. Tests sharing it use unique names and
+// it on first use; Main, which must be the package's TestMain body, stops
+// it once all tests have run. Tests sharing it use unique names and
 // leave every member running.
 func SharedCluster(t testing.TB) *Cluster {
 	t.Helper()
@@ -1008,7 +1008,7 @@ func SharedCluster(t testing.TB) *Cluster {
 	sharedCluster.Lock()
 	defer sharedCluster.Unlock()
 	if !sharedCluster.main {
-		t.Fatal("incustest.SharedCluster needs `func TestMain(m *testing.M) { incustest.ClusterMain(m) }`")
+		t.Fatal("incustest.SharedCluster needs `func TestMain(m *testing.M) { incustest.Main(m) }`")
 	}
 	if sharedCluster.c == nil && sharedCluster.err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -1019,43 +1019,4 @@ func SharedCluster(t testing.TB) *Cluster {
 		SkipOrFail(t, sharedCluster.err)
 	}
 	return sharedCluster.c
-}
-
-// ClusterMain is Main for packages that use SharedCluster: it runs the
-// tests, then stops the shared cluster and the shared daemon. A cluster or
-// daemon that cannot be stopped cleanly fails the run.
-func ClusterMain(m *testing.M) {
-	sharedCluster.Lock()
-	sharedCluster.main = true
-	sharedCluster.Unlock()
-	code := m.Run()
-	fail := func(what string, err error) {
-		fmt.Fprintf(os.Stderr, "incustest: stopping the %s: %v\n", what, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	sharedCluster.Lock()
-	c := sharedCluster.c
-	sharedCluster.c = nil
-	sharedCluster.Unlock()
-	if c != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-		if err := c.Stop(ctx); err != nil {
-			fail("shared cluster", err)
-		}
-		cancel()
-	}
-	shared.Lock()
-	d := shared.d
-	shared.d = nil
-	shared.Unlock()
-	if d != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		if err := d.Stop(ctx); err != nil {
-			fail("private daemon", err)
-		}
-		cancel()
-	}
-	os.Exit(code)
 }

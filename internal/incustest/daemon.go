@@ -288,8 +288,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-d.exited
 	}
-	reapZombies()
-	if err := d.checkNothingLeft(); err != nil {
+	if err := d.waitNothingLeft(ctx); err != nil {
 		errs = append(errs, err)
 	} else if d.Dir != "" {
 		if err := os.RemoveAll(d.Dir); err != nil {
@@ -385,7 +384,7 @@ func (d *Daemon) Empty(ctx context.Context) error {
 	note("list networks", err)
 	for _, n := range nets {
 		if n.Managed {
-			note("delete network "+n.Name, c.DeleteNetwork(n.Name))
+			note("delete network "+n.Name, deleteNetwork(ctx, c, n.Name))
 		}
 	}
 	pools, err := c.GetStoragePoolNames()
@@ -401,6 +400,39 @@ func (d *Daemon) Empty(ctx context.Context) error {
 		note("delete pool "+p, c.DeleteStoragePool(p))
 	}
 	return errors.Join(errs...)
+}
+
+// deleteNetwork retries: incusd lists every link on the host when deleting a
+// bridge, and fails when another daemon's interface disappears meanwhile
+// (seen with tests running in parallel).
+func deleteNetwork(ctx context.Context, c incus.InstanceServer, name string) error {
+	var err error
+	for range 10 {
+		if err = c.DeleteNetwork(name); err == nil || api.StatusErrorCheck(err, 404) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// waitNothingLeft reaps what the daemon left and gives processes that are
+// already exiting (dnsmasq, LXC monitors on a loaded machine) a few seconds
+// before reporting them as leaked.
+func (d *Daemon) waitNothingLeft(ctx context.Context) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		reapZombies()
+		err := d.checkNothingLeft()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // checkNothingLeft finds processes, mounts and loop devices that still refer

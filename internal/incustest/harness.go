@@ -66,9 +66,18 @@ func SkipOrFail(t testing.TB, err error) {
 // test does not leak them.
 func Main(m *testing.M) {
 	flag.Parse()
+	sharedCluster.Lock()
+	sharedCluster.main = true
+	sharedCluster.Unlock()
 	stopWatch := watchdog()
 	code := m.Run()
 	stopWatch()
+	if err := stopSharedCluster(); err != nil {
+		fmt.Fprintln(os.Stderr, "incustest: stopping the shared cluster:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
 	shared.Lock()
 	d := shared.d
 	shared.d = nil
@@ -128,8 +137,26 @@ func untrack(d *Daemon) {
 	delete(live.daemons, d)
 }
 
-// stopAll stops every daemon this process started and has not stopped.
+// stopSharedCluster stops the cluster SharedCluster started, if any.
+func stopSharedCluster() error {
+	sharedCluster.Lock()
+	c := sharedCluster.c
+	sharedCluster.c = nil
+	sharedCluster.Unlock()
+	if c == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	return c.Stop(ctx)
+}
+
+// stopAll stops the shared cluster and every daemon this process started and
+// has not stopped.
 func stopAll(why string) {
+	if err := stopSharedCluster(); err != nil {
+		fmt.Fprintf(os.Stderr, "incustest: %s: stopping the shared cluster: %v\n", why, err)
+	}
 	live.Lock()
 	var ds []*Daemon
 	for d := range live.daemons {
