@@ -240,7 +240,7 @@ func (d *Daemon) setupNetwork(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	err = d.Client.CreateNetwork(api.NetworksPost{
+	post := api.NetworksPost{
 		Name: name, Type: "bridge",
 		NetworkPut: api.NetworkPut{
 			Description: "incustest bridge",
@@ -250,7 +250,18 @@ func (d *Daemon) setupNetwork(ctx context.Context) error {
 				"ipv6.address": "none",
 			},
 		},
-	})
+	}
+	// Like deletion, creation lists the host's links and can fail when
+	// another daemon's interface disappears meanwhile: retry, after
+	// removing whatever the failed attempt left.
+	for attempt := 0; ; attempt++ {
+		err = d.Client.CreateNetwork(post)
+		if err == nil || attempt == 5 || ctx.Err() != nil {
+			break
+		}
+		_ = d.Client.DeleteNetwork(name)
+		time.Sleep(300 * time.Millisecond)
+	}
 	if err != nil {
 		return fmt.Errorf("create bridge %s (%s): %w", name, gw, err)
 	}

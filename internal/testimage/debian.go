@@ -126,7 +126,9 @@ func DebianTarball(suite string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, fmt.Sprintf("debian-%s-minbase-systemd.tar", suite))
+	// The version in the name changes whenever the recipe does, so that a
+	// stale cache is never used (v2: root directory mode 0755).
+	out := filepath.Join(dir, fmt.Sprintf("debian-%s-minbase-systemd-v2.tar", suite))
 	unlock, err := LockFile(out + ".lock")
 	if err != nil {
 		return "", err
@@ -144,6 +146,11 @@ func DebianTarball(suite string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(root)
+	// MkdirTemp makes the directory 0700, and tar records the root's mode:
+	// a 0700 / keeps every unprivileged service out (networkd fails CHDIR).
+	if err := os.Chmod(root, 0o755); err != nil {
+		return "", err
+	}
 	cmd := exec.Command("debootstrap", "--variant=minbase", "--include="+strings.Join(DebianPackages, ","), suite, root, mirror)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("debootstrap %s from %s: %w: %s", suite, mirror, err, lastLines(b, 10))
