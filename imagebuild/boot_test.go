@@ -21,13 +21,18 @@ func TestMain(m *testing.M) { incustest.Main(m) }
 // is an error carrying stderr.
 func run(ctx context.Context, c incus.InstanceServer, name string, cmd ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	op, err := c.ExecInstance(name, api.InstanceExecPost{Command: cmd, WaitForWS: true},
-		&incus.InstanceExecArgs{Stdout: nopWriteCloser{&stdout}, Stderr: nopWriteCloser{&stderr}, DataDone: make(chan bool)})
+	args := &incus.InstanceExecArgs{Stdout: nopWriteCloser{&stdout}, Stderr: nopWriteCloser{&stderr}, DataDone: make(chan bool)}
+	op, err := c.ExecInstance(name, api.InstanceExecPost{Command: cmd, WaitForWS: true}, args)
 	if err != nil {
 		return "", err
 	}
 	if err := op.WaitContext(ctx); err != nil {
 		return "", err
+	}
+	select { // the output is complete only once the streams are done
+	case <-args.DataDone:
+	case <-ctx.Done():
+		return "", ctx.Err()
 	}
 	code, _ := op.Get().Metadata["return"].(float64)
 	if code != 0 {
@@ -72,7 +77,8 @@ func bootCheck(t *testing.T, d *incustest.Daemon, alias string) {
 		var out string
 		out, lastErr = run(ctx, d.Client, name, "systemctl", "is-system-running", "--wait")
 		state = strings.TrimSpace(out)
-		if state != "" && state != "starting" && state != "initializing" {
+		// "offline": systemd is not up yet to answer.
+		if state != "" && state != "offline" && state != "starting" && state != "initializing" {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)

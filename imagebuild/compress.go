@@ -129,7 +129,10 @@ func (f *filterReader) wait() error {
 	f.once.Do(func() {
 		if err := f.cmd.Wait(); err != nil {
 			msg := strings.TrimSpace(f.stderr.String())
-			f.err = fmt.Errorf("%w: %s: %s (%w)", ErrBadArchive, f.tool, msg, err)
+			if !strings.HasPrefix(msg, f.tool) {
+				msg = f.tool + ": " + msg
+			}
+			f.err = fmt.Errorf("%w: %s (%w)", ErrBadArchive, msg, err)
 		}
 	})
 	return f.err

@@ -171,6 +171,7 @@ type Importer struct {
 
 	mu       sync.Mutex
 	inflight map[string]*call
+	serverID string
 }
 
 // call is an import in progress that later callers for the same alias wait

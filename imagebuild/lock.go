@@ -18,7 +18,7 @@ import (
 // the server's certificate (unique per daemon) and the alias; flock releases
 // it when the process dies.
 func (im *Importer) lock(ctx context.Context, alias string) (unlock func(), err error) {
-	srv, _, err := im.Client.GetServer()
+	id, err := im.serverIdentity()
 	if err != nil {
 		return nil, fmt.Errorf("identify server for lock of %s: %w", alias, err)
 	}
@@ -29,7 +29,7 @@ func (im *Importer) lock(ctx context.Context, alias string) (unlock func(), err 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock directory: %w", err)
 	}
-	key := sha256.Sum256([]byte(srv.Environment.Certificate + "\x00" + srv.Environment.Project + "\x00" + alias))
+	key := sha256.Sum256([]byte(id + "\x00" + alias))
 	path := filepath.Join(dir, hex.EncodeToString(key[:12])+".lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -51,4 +51,21 @@ func (im *Importer) lock(ctx context.Context, alias string) (unlock func(), err 
 		case <-time.After(delay):
 		}
 	}
+}
+
+// serverIdentity returns what tells this Importer's server (and project)
+// apart from others, asking the server once: the client caches the answer
+// without a lock, so concurrent GetServer calls race.
+func (im *Importer) serverIdentity() (string, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.serverID != "" {
+		return im.serverID, nil
+	}
+	srv, _, err := im.Client.GetServer()
+	if err != nil {
+		return "", err
+	}
+	im.serverID = srv.Environment.Certificate + "\x00" + srv.Environment.Project
+	return im.serverID, nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // debianToIncusArch maps Debian architecture names to the kernel names Incus
@@ -240,7 +241,7 @@ func metadataEntries(meta Metadata) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	files["metadata.yaml"] = append(y, '\n')
+	files["metadata.yaml"] = append(yamlSafe(y), '\n')
 	return files, nil
 }
 
@@ -285,4 +286,28 @@ func metadataTarball(meta Metadata) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// yamlSafe escapes the characters that JSON leaves raw but YAML forbids in
+// a document (DEL, the C1 controls, U+FFFE and U+FFFF) as \u escapes, which
+// YAML's double-quoted strings decode. They can only occur inside strings.
+func yamlSafe(b []byte) []byte {
+	var out []byte
+	for i, r := range string(b) {
+		bad := r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0xfffe || r == 0xffff
+		if !bad {
+			if out != nil {
+				out = utf8.AppendRune(out, r)
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(b)+16), b[:i]...)
+		}
+		out = fmt.Appendf(out, "\\u%04x", r)
+	}
+	if out == nil {
+		return b
+	}
+	return out
 }

@@ -87,6 +87,11 @@ func writeUnified(ctx context.Context, w io.Writer, src io.Reader, files map[str
 	if err := Reroot(tw, in, "rootfs"); err != nil {
 		return err
 	}
+	// Read what follows the end-of-archive marker, so that a decompressor
+	// ends on its own and reports corrupt input.
+	if _, err := io.Copy(io.Discard, in); err != nil {
+		return err
+	}
 	if err := tw.Close(); err != nil {
 		return err
 	}
@@ -129,10 +134,6 @@ func Reroot(tw *tar.Writer, r io.Reader, dir string) error {
 		if h.Typeflag == tar.TypeLink {
 			target, _ := cleanName(h.Linkname)
 			h.Linkname = dir + "/" + target
-		}
-		if h.Typeflag == tar.TypeGNUSparse {
-			// The reader expands the holes; the writer cannot write them.
-			h.Typeflag = tar.TypeReg
 		}
 		// Let the writer pick the format that can hold the longer name.
 		h.Format = tar.FormatUnknown

@@ -68,6 +68,16 @@ func (c *checker) check(h *tar.Header) (string, error) {
 	if h.Size < 0 || h.Size > MaxEntrySize {
 		return "", fmt.Errorf("%w: %q: size %d out of range", ErrBadArchive, h.Name, h.Size)
 	}
+	// A sparse entry is a few bytes that expand to up to MaxEntrySize of
+	// zeros: refused rather than streamed.
+	if h.Typeflag == tar.TypeGNUSparse {
+		return "", fmt.Errorf("%w: %q: sparse files are not supported", ErrBadArchive, h.Name)
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return "", fmt.Errorf("%w: %q: sparse files are not supported", ErrBadArchive, h.Name)
+		}
+	}
 	for p := path.Dir(name); p != "." && p != "/"; p = path.Dir(p) {
 		if _, ok := c.symlinks[p]; ok {
 			return "", fmt.Errorf("%w: %q: path goes through symbolic link %q", ErrUnsafeEntry, h.Name, p)
@@ -79,7 +89,7 @@ func (c *checker) check(h *tar.Header) (string, error) {
 			delete(c.symlinks, name)
 		}
 		return name, nil
-	case tar.TypeReg, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		if name == "" {
 			return "", fmt.Errorf("%w: %q: the root is not a directory", ErrUnsafeEntry, h.Name)
 		}
@@ -127,13 +137,23 @@ func (c *checker) finish() error {
 
 // tarError turns an archive/tar error into one wrapping ErrBadArchive.
 func tarError(err error, after string) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
+	if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrBadArchive) {
 		err = fmt.Errorf("truncated archive: %w", err)
 	}
-	if after == "" {
-		return fmt.Errorf("%w: %w", ErrBadArchive, err)
+	prefix := ErrBadArchive
+	if errors.Is(err, ErrBadArchive) {
+		// A decompressor's error already says what is wrong.
+		prefix = nil
 	}
-	return fmt.Errorf("%w: after entry %q: %w", ErrBadArchive, after, err)
+	switch {
+	case after == "" && prefix == nil:
+		return err
+	case after == "":
+		return fmt.Errorf("%w: %w", prefix, err)
+	case prefix == nil:
+		return fmt.Errorf("after entry %q: %w", after, err)
+	}
+	return fmt.Errorf("%w: after entry %q: %w", prefix, after, err)
 }
 
 // Validate reads an uncompressed root filesystem tar stream to its end and

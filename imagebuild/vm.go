@@ -41,7 +41,8 @@ func vmDisk(ctx context.Context, src Source, r io.Reader) (disk io.Reader, clean
 	if err != nil {
 		return nil, nil, err
 	}
-	cleanup = func() { os.RemoveAll(dir) }
+	removeDir := func() { os.RemoveAll(dir) }
+	cleanup = removeDir
 	out := filepath.Join(dir, "rootfs.img")
 	cmd := exec.CommandContext(ctx, qemuImg, "convert", "-q", "-f", "raw", "-O", "qcow2", src.Path, out)
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -53,5 +54,5 @@ func vmDisk(ctx context.Context, src Source, r io.Reader) (disk io.Reader, clean
 		cleanup()
 		return nil, nil, err
 	}
-	return f, func() { f.Close(); cleanup() }, nil
+	return f, func() { f.Close(); removeDir() }, nil
 }
