@@ -10,6 +10,7 @@ require (
 	github.com/pkg/sftp v1.13.7
 	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.28.0
+	gopkg.in/yaml.v2 v2.4.0
 )
 
 require (
@@ -33,5 +34,4 @@ require (
 	golang.org/x/oauth2 v0.24.0 // indirect
 	golang.org/x/term v0.27.0 // indirect
 	golang.org/x/text v0.21.0 // indirect
-	gopkg.in/yaml.v2 v2.4.0 // indirect
 )
