@@ -267,7 +267,12 @@ func writeMetadata(tw *tar.Writer, files map[string][]byte, mtime time.Time) err
 	return nil
 }
 
-// metadataTarball returns the split-mode metadata tarball.
+// MetadataTarball returns the metadata tarball a split import uploads
+// beside the root filesystem: metadata.yaml and the templates.
+func MetadataTarball(meta Metadata) ([]byte, error) {
+	return metadataTarball(meta)
+}
+
 func metadataTarball(meta Metadata) ([]byte, error) {
 	files, err := metadataEntries(meta)
 	if err != nil {
