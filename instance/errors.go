@@ -49,7 +49,7 @@ func sentinelOf(err error) error {
 	}
 	msg := strings.ToLower(err.Error())
 	switch {
-	case strings.Contains(msg, "not running"), strings.Contains(msg, "is stopped"):
+	case strings.Contains(msg, "not running"), strings.Contains(msg, "is stopped"), strings.Contains(msg, "already stopped"):
 		return ErrNotRunning
 	case strings.Contains(msg, "already exists"), strings.Contains(msg, "unique constraint failed"):
 		return ErrAlreadyExists

@@ -33,6 +33,15 @@ func newEventHub(c Client, log *slog.Logger) *eventHub {
 	return &eventHub{c: c, log: log, subs: map[string]map[*subscription]struct{}{}}
 }
 
+// connect makes sure the listener is up.
+func (h *eventHub) connect() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed {
+		h.ensureListener()
+	}
+}
+
 // subscribe returns a subscription to the lifecycle actions
 // ("instance-stopped", ...) of instance name, and its cancel function.
 func (h *eventHub) subscribe(name string) (*subscription, func()) {

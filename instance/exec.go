@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -123,7 +122,10 @@ func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd,
 	if args.Stdin == nil {
 		args.Stdin = eofReader{}
 	}
-	op, err := incusop.Bind(ctx, in.m.c).ExecInstance(in.name, req, args)
+	// Not bound to ctx: a bound copy of the client would open an event
+	// connection of its own for every operation; ctx is honoured by
+	// signalling the command instead.
+	op, err := in.m.c.ExecInstance(in.name, req, args)
 	if err != nil {
 		err = wrapErr(err, in.name, "exec "+req.Command[0])
 		if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrNotFound) {

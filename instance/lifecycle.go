@@ -58,6 +58,15 @@ func (in *Instance) StopWithin(ctx context.Context, grace time.Duration) error {
 	if grace < 0 {
 		return fmt.Errorf("%w: negative grace period %s", ErrInvalid, grace)
 	}
+	if grace == 0 {
+		// Straight to the point: no look first (teardown speed), and an
+		// instance already stopped or gone is what was wanted.
+		err := in.changeState(ctx, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1})
+		if err == nil || isGone(err) || isNotRunning(err) {
+			return nil
+		}
+		return wrapErr(err, in.name, "force stop")
+	}
 	st, err := in.Status(ctx)
 	if errors.Is(err, ErrNotFound) || err == nil && st == api.Stopped {
 		return nil
@@ -65,21 +74,15 @@ func (in *Instance) StopWithin(ctx context.Context, grace time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if grace > 0 {
-		err := in.changeState(ctx, api.InstanceStatePut{Action: "stop", Timeout: seconds(grace)})
-		if err == nil || isGone(err) {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return wrapErr(err, in.name, "stop")
-		}
-		in.m.log.Info("graceful stop did not finish; forcing", "name", in.name, "grace", grace, "err", err)
-	}
-	err = in.changeState(ctx, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1})
-	if err == nil || isGone(err) {
+	err = in.changeState(ctx, api.InstanceStatePut{Action: "stop", Timeout: seconds(grace)})
+	if err == nil || isGone(err) || isNotRunning(err) {
 		return nil
 	}
-	return wrapErr(err, in.name, "force stop")
+	if ctx.Err() != nil {
+		return wrapErr(err, in.name, "stop")
+	}
+	in.m.log.Info("graceful stop did not finish; forcing", "name", in.name, "grace", grace, "err", err)
+	return in.StopWithin(ctx, 0)
 }
 
 // Restart restarts the instance, gracefully first as Stop does, and waits
@@ -107,12 +110,14 @@ func (in *Instance) Delete(ctx context.Context) error {
 }
 
 func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
+	// Woken by the deletion of an ephemeral instance, rather than polling.
+	sub, unsub := in.m.events.subscribe(in.name)
+	defer unsub()
 	if err := in.StopWithin(ctx, grace); err != nil {
 		return err
 	}
-	c := incusop.Bind(ctx, in.m.c)
 	for attempt := 1; ; attempt++ {
-		op, err := c.DeleteInstance(in.name)
+		op, err := in.m.c.DeleteInstance(in.name)
 		if err == nil {
 			err = incusop.Wait(ctx, op)
 		}
@@ -137,6 +142,7 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return wrapErr(err, in.name, "delete")
+		case <-sub.ch:
 		case <-time.After(in.m.cfg.PollInterval):
 		}
 	}
@@ -144,7 +150,9 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 
 // changeState runs one state change and waits for it.
 func (in *Instance) changeState(ctx context.Context, put api.InstanceStatePut) error {
-	op, err := incusop.Bind(ctx, in.m.c).UpdateInstanceState(in.name, put, "")
+	// The unbound client waits through the manager's shared event
+	// connection; incusop.Wait cancels the operation when ctx ends.
+	op, err := in.m.c.UpdateInstanceState(in.name, put, "")
 	if err != nil {
 		return err
 	}

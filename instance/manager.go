@@ -100,10 +100,15 @@ func New(c Client, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{c: c, cfg: cfg, log: log}
 	m.events = newEventHub(c, log)
+	// Connected from the start and kept: the Incus client waits for every
+	// operation through an event listener, and reuses a live connection
+	// instead of opening a websocket per operation.
+	m.events.connect()
 	return m, nil
 }
 
-// Close releases the manager's event listener. Instances are left alone.
+// Close releases the manager's event listener. Instances are left alone;
+// handles keep working, at the cost of an event connection per operation.
 func (m *Manager) Close() error {
 	m.events.close()
 	return nil
@@ -279,7 +284,8 @@ func isFingerprint(s string) bool {
 // (a start that fails, ctx ending) deletes the instance, unless the failure
 // is a name conflict, where the instance is somebody else's.
 func (m *Manager) create(ctx context.Context, c Client, req api.InstancesPost) error {
-	op, err := incusop.Bind(ctx, c).CreateInstance(req)
+	// Unbound: see Instance.changeState.
+	op, err := c.CreateInstance(req)
 	if err == nil {
 		err = incusop.Wait(ctx, op)
 	}

@@ -198,13 +198,18 @@ func (w *readyWait) nic(name, family string) (bool, string, error) {
 	return false, fmt.Sprintf("%s %s, addresses [%s]", name, n.State, strings.Join(addrs, "; ")), nil
 }
 
-// systemd asks systemctl to wait for the end of boot itself, so that one
-// exec usually covers the whole wait; it is repeated while systemd is not up
-// far enough to answer.
+// systemdWait waits inside the instance for systemd's private socket (an
+// exec per try would compete with the boot for the CPU) and then has
+// systemctl wait for the end of the boot, so that one exec usually covers
+// the whole wait.
+const systemdWait = `while ! test -S /run/systemd/private; do sleep 0.05; done; exec systemctl is-system-running --wait`
+
+// systemd runs systemdWait, again while systemd is not far enough up to
+// answer.
 func (w *readyWait) systemd() (bool, string, error) {
 	var out, errb bytes.Buffer
 	code, err := w.in.Exec(w.ctx, Cmd{
-		Args:      []string{"systemctl", "is-system-running", "--wait"},
+		Args:      []string{"sh", "-c", systemdWait},
 		Stdout:    &out,
 		Stderr:    &errb,
 		KillGrace: time.Second,
