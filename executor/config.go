@@ -58,7 +58,7 @@ type Config struct {
 	// ensured bridge.
 	Profile *netbridge.ProfileSpec
 	// Profiles are applied to every instance first; nil means
-	// ["default"].
+	// ["default"], an empty slice none (the ensured Profile alone).
 	Profiles []string
 
 	// StopGrace is how long Stop waits for a graceful shutdown

@@ -16,32 +16,6 @@ import (
 	incus "github.com/lxc/incus/v6/client"
 )
 
-// sharedClient is the client the parts share. Binding a context to it
-// (incusop.Bind calls WithContext) makes a copy first: the client of
-// github.com/lxc/incus/v6 v6.0.3 sets the context on the very client
-// WithContext is called on, which would hand one call's context to every
-// later call of every part, and race.
-type sharedClient struct {
-	incus.InstanceServer
-}
-
-// WithContext returns a copy of the client whose requests carry ctx.
-func (c sharedClient) WithContext(ctx context.Context) incus.InstanceServer {
-	project := ""
-	if info, err := c.InstanceServer.GetConnectionInfo(); err == nil {
-		project = info.Project
-	}
-	// UseProject returns a new client value sharing the connection.
-	fresh := c.InstanceServer.UseProject(project)
-	if wc, ok := fresh.(interface {
-		WithContext(context.Context) incus.InstanceServer
-	}); ok {
-		return wc.WithContext(ctx)
-	}
-	return fresh
-
-}
-
 // DefaultReconnect is how long requests wait for a daemon that does not
 // answer (restarting, say) when Config.Reconnect is zero.
 const DefaultReconnect = 30 * time.Second

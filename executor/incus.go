@@ -54,9 +54,8 @@ func NewBackend(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	c = sharedClient{c}
 	b := &Backend{cfg: cfg, log: log, client: c}
-	if len(b.cfg.Profiles) == 0 {
+	if b.cfg.Profiles == nil {
 		b.cfg.Profiles = []string{"default"}
 	}
 	icfg := instance.Config{Owner: cfg.Owner, Prefix: cfg.Prefix, StopGrace: cfg.StopGrace, Logger: log,
@@ -294,8 +293,11 @@ func (e *IncusExecutor) List(ctx context.Context) ([]string, error) {
 // AutopkgtestArgs returns [alias, "--", "--profile", P] ("--vm" first for
 // a VM), P being the ensured profile or else the last of Config.Profiles.
 func (e *IncusExecutor) AutopkgtestArgs() []string {
-	ps := e.b.Profiles()
-	args := []string{e.alias, "--", "--profile", ps[len(ps)-1]}
+	profile := "default"
+	if ps := e.b.Profiles(); len(ps) > 0 {
+		profile = ps[len(ps)-1]
+	}
+	args := []string{e.alias, "--", "--profile", profile}
 	if e.img.VM {
 		args = append([]string{"--vm"}, args...)
 	}

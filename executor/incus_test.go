@@ -1,12 +1,20 @@
 package executor_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/executortest"
+	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/incusexec/incusexec/netbridge"
+	"github.com/matryer/is"
 )
 
 func TestMain(m *testing.M) { incustest.Main(m) }
@@ -21,6 +29,7 @@ func busyboxBackend(t *testing.T) (*incustest.Daemon, *executor.Backend) {
 		Client:       d.Client,
 		Owner:        incustest.UniqueName("executortest-"),
 		AllowedRoots: []string{os.TempDir()},
+		Ready:        busyboxReady,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -28,6 +37,17 @@ func busyboxBackend(t *testing.T) (*incustest.Daemon, *executor.Backend) {
 	t.Cleanup(func() { b.Close() })
 	return d, b
 }
+
+// busyboxReady waits for the busybox image's boot script to mount /tmp: a
+// file pushed there earlier would vanish under the mount.
+var busyboxReady = instance.Ready{Timeout: time.Minute,
+	Probe: func(ctx context.Context, in *instance.Instance) (bool, string, error) {
+		var out bytes.Buffer
+		if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"cat", "/proc/mounts"}, Stdout: &out}); err != nil {
+			return false, "", err
+		}
+		return strings.Contains(out.String(), " /tmp tmpfs "), "/tmp not mounted yet", nil
+	}}
 
 func TestConformanceIncus(t *testing.T) {
 	_, b := busyboxBackend(t)
@@ -38,4 +58,35 @@ func TestConformanceIncus(t *testing.T) {
 		}
 		return ex
 	}, executortest.Options{})
+}
+
+func TestBackendBadInput(t *testing.T) {
+	is := is.New(t)
+	ctx := t.Context()
+	_, err := executor.NewBackend(ctx, executor.Config{Socket: "/nonexistent/unix.socket", Owner: "x"})
+	is.True(errors.Is(err, executor.ErrUnavailable))
+	is.True(strings.Contains(err.Error(), "/nonexistent/unix.socket"))
+	_, err = executor.NewBackend(ctx, executor.Config{Socket: "/nonexistent/unix.socket"})
+	is.True(errors.Is(err, executor.ErrInvalid)) // no owner
+
+	d, b := busyboxBackend(t)
+	for _, img := range []executor.Image{{}, {ID: "only-id"}, {ID: "bad id/../x", Tarball: "/x.tar"}} {
+		_, err := b.Executor(img)
+		is.True(errors.Is(err, executor.ErrInvalid)) // bad image
+	}
+	ex, err := b.Executor(executor.Image{Alias: "executortest/missing"})
+	is.NoErr(err)
+	is.True(errors.Is(ex.EnsureImage(ctx), executor.ErrNotFound))
+	_, err = ex.Create(ctx, executor.Spec{})
+	is.True(err != nil) // no such image
+
+	// A bridge prefix too long for an interface name: nothing is created.
+	before, err := d.Client.GetNetworkNames()
+	is.NoErr(err)
+	_, err = executor.NewBackend(ctx, executor.Config{Client: d.Client, Owner: "x",
+		Network: &netbridge.NetworkSpec{Prefix: "much-too-long-prefix"}})
+	is.True(errors.Is(err, executor.ErrInvalid))
+	after, err := d.Client.GetNetworkNames()
+	is.NoErr(err)
+	is.Equal(before, after)
 }
