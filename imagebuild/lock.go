@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/incusexec/incusexec/internal/incusop"
 )
 
 // lock takes the cross-process lock of alias on this Importer's server, so
@@ -62,7 +64,9 @@ func (im *Importer) serverIdentity() (string, error) {
 	if im.serverID != "" {
 		return im.serverID, nil
 	}
-	srv, _, err := im.Client.GetServer()
+	// On a copy: GetServer stores its answer in the client it is called on,
+	// and the Client is shared with other packages (incusop.Bind copies it).
+	srv, _, err := incusop.Bind(context.Background(), im.Client).GetServer()
 	if err != nil {
 		return "", err
 	}
