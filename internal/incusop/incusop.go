@@ -41,6 +41,13 @@ func Wait(ctx context.Context, op Operation) error {
 // The copy is made with UseProject (same connection, same project): the Incus
 // client's own WithContext (v6.0.3) sets the context on the client it is
 // called on, which would leave a shared client bound to a context that ends.
+//
+// Copying reads the client's fields, and the v6.0.3 client writes one of
+// them without a lock in GetServer (it caches the answer). A client shared
+// between goroutines must therefore never be asked GetServer directly: ask
+// Bind(ctx, c).GetServer() instead. Operations started through a copy wait
+// on an events connection of their own (the copy's listeners are new); start
+// operations on the shared client where many run at once.
 func Bind[C any](ctx context.Context, c C) C {
 	type copier interface {
 		GetConnectionInfo() (*incus.ConnectionInfo, error)
