@@ -53,7 +53,7 @@ func sniff(r io.Reader) (Compression, io.Reader, error) {
 }
 
 // decompress returns the decompressed form of r, a stream compressed with c.
-// xz and zstd run as the host's xz and zstd binaries, streaming through
+// xz (threaded: multi-block files decompress on every core) and zstd run as the host's xz and zstd binaries, streaming through
 // pipes: Go's standard library reads neither, they are faster than any Go
 // implementation, and an import depends on no module beyond the Incus
 // client. Close releases the filter and reports its failure (corrupt or
@@ -69,7 +69,7 @@ func decompress(ctx context.Context, c Compression, r io.Reader) (io.ReadCloser,
 		}
 		return &gzipReader{zr}, nil
 	case Xz:
-		return filter(ctx, r, "xz", "-d", "-c", "-q", "-T1")
+		return filter(ctx, r, "xz", "-d", "-c", "-q", "-T0")
 	case Zstd:
 		return filter(ctx, r, "zstd", "-d", "-c", "-q")
 	}

@@ -37,7 +37,10 @@
 // /usr/sbin/init. The end of the upload is held back until the validation
 // has passed, so a bad archive aborts the request before Incus has an
 // image: nothing is left to clean up. Cancelling ctx aborts the same way,
-// or deletes the image if the server already made it.
+// or deletes the image if the server already made it. Checking an xz
+// stream means decompressing all of it, which costs several times the
+// upload itself; a host that already trusts the stream can set
+// [Options.SkipValidation].
 //
 // [Unified] mode writes one tarball instead, with every entry re-rooted
 // under rootfs/ (hard-link targets rewritten, symbolic links and device

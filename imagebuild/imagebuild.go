@@ -135,6 +135,14 @@ type Options struct {
 	// the new image atomically and deletes the old image unless an instance
 	// uses it.
 	Replace bool
+	// SkipValidation uploads a split image's root filesystem without
+	// checking it on the way: no ErrNoInit, ErrUnsafeEntry or ErrBadArchive
+	// then, and a broken archive only shows when an instance is created. It
+	// is for streams the host already trusts (an artifact whose digest it
+	// verified), where decompressing the whole stream to check it would
+	// cost more than the upload (xz: several times more). Unified and
+	// virtual-machine imports always parse their input.
+	SkipValidation bool
 	// Owner is recorded in the user.incusexec.owner image property.
 	Owner string
 	// Progress, when set, is called as the source is read with the bytes
@@ -144,8 +152,12 @@ type Options struct {
 }
 
 // DefaultCompression is the compression of Unified images when
-// Options.Compression is empty; see the package documentation for the
-// measurement behind the choice.
+// Options.Compression is empty. Measured here (156 MB bookworm rootfs,
+// alternating rounds): launches on a dir pool took 7.5 s (none), 8.9 s
+// (gzip), 10.4 s (zstd) in the median; on btrfs 1.07 s (none), 1.93 s
+// (gzip), 1.11 s (zstd) for the first launch and ~0.16 s for later ones.
+// None also imports fastest from a local file, so it is the default; zstd
+// is the choice when the upload crosses a network.
 const DefaultCompression = None
 
 // Image is an imported image.
@@ -424,10 +436,13 @@ func (im *Importer) upload(ctx context.Context, alias string, src Source, opts O
 		if err != nil {
 			return "", "", err
 		}
-		tee := newValidatingTee(ctx, meter)
-		stream = tee
+		var rootfs io.Reader = meter
+		if !opts.SkipValidation {
+			tee := newValidatingTee(ctx, meter)
+			stream, rootfs = tee, tee
+		}
 		args = &incus.ImageCreateArgs{MetaFile: bytes.NewReader(meta), MetaName: "meta.tar",
-			RootfsFile: tee, RootfsName: "rootfs.tar", Type: string(Container)}
+			RootfsFile: rootfs, RootfsName: "rootfs.tar", Type: string(Container)}
 	default:
 		u, err := newUnified(ctx, meter, src.Metadata, opts.Compression)
 		if err != nil {

@@ -381,3 +381,20 @@ func TestVirtualMachineImage(t *testing.T) {
 		is.New(t).Equal(images(t, d), before)
 	})
 }
+
+// TestSkipValidationTrustsTheStream: with SkipValidation a split import
+// uploads what it is given, so an archive without init becomes an image
+// (the host vouched for it); without, it is refused.
+func TestSkipValidationTrustsTheStream(t *testing.T) {
+	is := is.New(t)
+	d := incustest.Shared(t)
+	im := newImporter(t, d)
+	noinit, err := os.ReadFile("testdata/bad/noinit.tar")
+	is.NoErr(err)
+	_, err = im.Import(context.Background(), imagebuild.Source{ID: incustest.UniqueName("skip-"), Reader: bytes.NewReader(noinit)}, imagebuild.Options{})
+	is.True(errors.Is(err, imagebuild.ErrNoInit))
+	img, err := im.Import(context.Background(), imagebuild.Source{ID: incustest.UniqueName("skip-"), Reader: bytes.NewReader(noinit)}, imagebuild.Options{SkipValidation: true})
+	is.NoErr(err)
+	is.Equal(aliasTarget(t, d, img.Alias), img.Fingerprint)
+	is.NoErr(im.Delete(context.Background(), img.Alias))
+}
