@@ -18,7 +18,7 @@ import (
 // that processes on this host importing the same artifact import it once:
 // the second finds the alias the first created. The lock file is named after
 // the server's certificate (unique per daemon) and the alias; flock releases
-// it when the process dies.
+// it when the process dies, and the holder removes the file when done.
 func (im *Importer) lock(ctx context.Context, alias string) (unlock func(), err error) {
 	id, err := im.serverIdentity()
 	if err != nil {
@@ -33,22 +33,29 @@ func (im *Importer) lock(ctx context.Context, alias string) (unlock func(), err 
 	}
 	key := sha256.Sum256([]byte(id + "\x00" + alias))
 	path := filepath.Join(dir, hex.EncodeToString(key[:12])+".lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock of %s: %w", alias, err)
-	}
 	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("lock of %s: %w", alias, err)
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			// The holder before us removes the file when it is done; a lock
+			// on a removed file locks nothing, so check that ours is still
+			// the one at path.
+			var held, named syscall.Stat_t
+			if syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(path, &named) == nil && held.Ino == named.Ino {
+				return func() { os.Remove(path); f.Close() }, nil
+			}
 			f.Close()
+			continue
+		}
+		f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
 			return nil, fmt.Errorf("lock %s for %s: %w", path, alias, err)
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
 			return nil, fmt.Errorf("wait for another import of %s: %w", alias, context.Cause(ctx))
 		case <-time.After(delay):
 		}
