@@ -13,11 +13,10 @@ import (
 // BusyboxPath is the statically linked busybox of Debian's busybox-static.
 const BusyboxPath = "/bin/busybox"
 
-// busyboxInit brings up loopback and, when there is one, eth0 by DHCP in the
+// busyboxRC brings up loopback and, when there is one, eth0 by DHCP in the
 // background, then leaves init waiting. Busybox init halts on SIGPWR/SIGUSR1,
 // so Incus's graceful stop works.
 const busyboxRC = `#!/bin/sh
-mount -t tmpfs -o mode=1777 tmpfs /tmp 2>/dev/null
 ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then
   udhcpc -b -q -i eth0 -s /etc/udhcpc.script -t 30 -T 1 -A 1 >/dev/null 2>&1 &
