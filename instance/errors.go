@@ -26,6 +26,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrUser: the user a command should run as cannot be found or created.
 	ErrUser = errors.New("cannot provide user")
+	// ErrUnavailable: the server, or the cluster member hosting the
+	// instance, does not answer (its daemon is down or not ready).
+	ErrUnavailable = errors.New("server unavailable")
 )
 
 // wrapErr maps an error from the Incus client onto the sentinels and names
@@ -46,6 +49,8 @@ func sentinelOf(err error) error {
 		return ErrNotFound
 	case api.StatusErrorCheck(err, http.StatusConflict):
 		return ErrAlreadyExists
+	case api.StatusErrorCheck(err, http.StatusServiceUnavailable):
+		return ErrUnavailable
 	}
 	msg := strings.ToLower(err.Error())
 	switch {
@@ -55,6 +60,9 @@ func sentinelOf(err error) error {
 		return ErrAlreadyExists
 	case strings.Contains(msg, "not found"), strings.Contains(msg, "doesn't exist"), strings.Contains(msg, "does not exist"):
 		return ErrNotFound
+	case strings.Contains(msg, "server isn't ready yet"), strings.Contains(msg, "member is offline"):
+		// What a cluster answers for an instance on a member that is down.
+		return ErrUnavailable
 	}
 	return nil
 }

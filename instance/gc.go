@@ -3,7 +3,9 @@ package instance
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,11 +52,39 @@ func (m *Manager) owned(ctx context.Context) ([]api.Instance, error) {
 	return slices.DeleteFunc(insts, func(in api.Instance) bool { return in.Config[LabelOwner] != m.cfg.Owner }), nil
 }
 
+// unreachable returns, by cluster member, the instances the server lists
+// without their configuration: a cluster lists the instances of a member
+// that is down with status Error and nothing else, so the owner filter
+// cannot see them.
+func (m *Manager) unreachable(ctx context.Context) (map[string][]string, error) {
+	insts, err := incusop.Bind(ctx, m.c).GetInstancesWithFilter(api.InstanceTypeAny, []string{"status=Error"})
+	if err != nil {
+		return nil, fmt.Errorf("list instances in error state: %w", err)
+	}
+	byMember := map[string][]string{}
+	for _, in := range insts {
+		if in.StatusCode == api.Error && len(in.Config) == 0 && in.Location != "" && in.Location != "none" {
+			byMember[in.Location] = append(byMember[in.Location], in.Name)
+		}
+	}
+	for _, names := range byMember {
+		slices.Sort(names)
+	}
+	return byMember, nil
+}
+
 // GC deletes the owner's instances selected by opts (force-stopping running
 // ones) and returns the names deleted. It keeps going past failures and
-// returns them all in a *multierror.Error.
+// returns them all in a *multierror.Error. On a cluster with a member down,
+// the server cannot say which of that member's instances are the owner's:
+// GC leaves them, and reports the member and its instances in an error
+// wrapping ErrUnavailable; a later GC, with the member back, deletes them.
 func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 	insts, err := m.owned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	unreachable, err := m.unreachable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +112,17 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		deleted []string
 		errs    *multierror.Error
 	)
+	for _, loc := range slices.Sorted(maps.Keys(unreachable)) {
+		names := unreachable[loc]
+		if opts.Keep != nil {
+			names = slices.DeleteFunc(names, opts.Keep)
+		}
+		if len(names) == 0 {
+			continue
+		}
+		errs = multierror.Append(errs, fmt.Errorf("%w: cluster member %s: cannot tell whether its instances %s are owner %s's, nor delete them",
+			ErrUnavailable, loc, strings.Join(names, ", "), m.cfg.Owner))
+	}
 	g := new(errgroup.Group)
 	g.SetLimit(limit)
 	for _, name := range victims {

@@ -34,6 +34,17 @@ func (in *Instance) Status(ctx context.Context) (api.StatusCode, error) {
 	return inst.StatusCode, nil
 }
 
+// Location returns the cluster member the instance is on ("" on a server
+// that is not clustered, or "none" as some Incus versions report it there).
+// On a cluster, Spec.Target chose it, or the cluster's scheduler did.
+func (in *Instance) Location(ctx context.Context) (string, error) {
+	inst, _, err := incusop.Bind(ctx, in.m.c).GetInstance(in.name)
+	if err != nil {
+		return "", wrapErr(err, in.name, "get")
+	}
+	return inst.Location, nil
+}
+
 // Start starts the instance; starting a running instance is not an error.
 // It does not wait for readiness (see WaitReady).
 func (in *Instance) Start(ctx context.Context) error {

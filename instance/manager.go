@@ -141,8 +141,10 @@ type Spec struct {
 	Devices map[string]map[string]string
 	// Ephemeral instances are deleted by the server when they stop.
 	Ephemeral bool
-	// Target is the cluster member to create the instance on ("" lets the
-	// server choose).
+	// Target is where on a cluster the instance goes: a member's name,
+	// "@group" for any member of a cluster group, or "" to let the
+	// cluster's scheduler choose (the member with the fewest instances).
+	// Instance.Location reports the member chosen.
 	Target string
 	// Description of the instance.
 	Description string
