@@ -1,0 +1,23 @@
+// Package warmpool keeps instances of one image and profile set created, and
+// optionally started and ready, ahead of demand, so that a task launches in
+// the time of one configuration update instead of a boot.
+//
+// A Pool is named; its instances carry the pool's name in
+// instance.LabelID ("warmpool-<name>") and are shared by every process that
+// opens a pool of that name on the same server and project. Claim hands an
+// instance to exactly one caller: it writes LabelClaimed=<holder> into the
+// instance's configuration with the ETag it read (compare-and-swap), and a
+// concurrent claim of the same instance, from this process or another, gets
+// HTTP 412 and moves on to the next candidate. Only instances marked ready
+// (LabelState) and not claimed are candidates.
+//
+// The pool refills itself in the background, at most Config.Refill creations
+// at a time, whenever fewer than Config.Size unclaimed instances exist; it
+// replaces unclaimed instances older than Config.MaxAge. A claimed instance
+// belongs to its claimer, who deletes it when done. The holder recorded in a
+// claim is host, PID and process start time: GC deletes the claims of holders
+// on this host whose process is gone, and (with Config.ClaimTTL) claims from
+// other hosts older than that. Close stops the refill and deletes the
+// unclaimed instances the pool made, claiming each first so that no other
+// process is handed an instance that is being deleted.
+package warmpool
