@@ -1,0 +1,182 @@
+package reliability_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/incusexec/incusexec/mount"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/matryer/is"
+)
+
+// TestDaemonRestartUnderCalls restarts incusd while an exec, a push, an
+// import, a readiness wait and a launch waiting for readiness are in flight.
+// Every call must return within its context's deadline plus a few seconds,
+// and the same managers, on the same client, must work once the daemon is
+// back.
+func TestDaemonRestartUnderCalls(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d := incustest.Private(t, incustest.Options{Pool: "dir"})
+	d.BusyboxImage(t)
+	// Our own client: d.Restart replaces (and disconnects) d.Client, while
+	// a host keeps the client it made at start.
+	c, err := incus.ConnectIncusUnix(d.Socket, nil)
+	is.NoErr(err)
+	im, err := instance.New(c, instance.Config{Owner: incustest.UniqueName("restart-"), StopGrace: 5 * time.Second})
+	is.NoErr(err)
+	defer im.Close()
+	importer := &imagebuild.Importer{Client: c, LockDir: t.TempDir()}
+	root := t.TempDir()
+	mm, err := mount.New(mount.Config{Client: c, AllowedRoots: []string{root}, Owner: "restart"})
+	is.NoErr(err)
+
+	setup := ctxFor(t, 2*time.Minute)
+	busy, err := im.Create(setup, instance.Spec{Image: incustest.BusyboxAlias})
+	is.NoErr(err)
+	waiting, err := im.Create(setup, instance.Spec{Image: incustest.BusyboxAlias})
+	is.NoErr(err)
+
+	const deadline = 30 * time.Second
+	const slack = 5 * time.Second
+	never := instance.Ready{Probe: func(context.Context, *instance.Instance) (bool, string, error) { return false, "never", nil }}
+	pushed, imported := newTrickle(), newTrickle()
+	calls := map[string]func(ctx context.Context) error{
+		"exec": func(ctx context.Context) error {
+			_, err := busy.Exec(ctx, instance.Cmd{Args: []string{"sleep", "600"}})
+			return err
+		},
+		"push": func(ctx context.Context) error {
+			return busy.Push(ctx, "/tmp/big", pushed, instance.FileOptions{})
+		},
+		"import": func(ctx context.Context) error {
+			_, err := importer.Import(ctx, imagebuild.Source{ID: incustest.UniqueName("restart-"), Reader: imported}, imagebuild.Options{})
+			return err
+		},
+		"wait-ready": func(ctx context.Context) error {
+			return waiting.WaitReady(ctx, never)
+		},
+		"launch": func(ctx context.Context) error {
+			_, err := im.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias, Ready: never})
+			return err
+		},
+	}
+	type result struct {
+		took time.Duration
+		err  error
+	}
+	var mu sync.Mutex
+	results := map[string]result{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for name, call := range calls {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			err := call(ctx)
+			mu.Lock()
+			results[name] = result{time.Since(start), err}
+			mu.Unlock()
+		})
+	}
+	// Restart once the streams are flowing.
+	for pushed.read.Load() < 64<<10 || imported.read.Load() < 64<<10 {
+		time.Sleep(100 * time.Millisecond)
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("calls did not start: pushed %d, imported %d", pushed.read.Load(), imported.read.Load())
+		}
+	}
+	time.Sleep(time.Second)
+	t.Logf("restarting incusd %v after the calls started", time.Since(start).Round(time.Millisecond))
+	restartCtx := ctxFor(t, 2*time.Minute)
+	is.NoErr(d.Restart(restartCtx))
+	t.Logf("incusd back %v after the calls started", time.Since(start).Round(time.Millisecond))
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(deadline + slack + 30*time.Second):
+		mu.Lock()
+		t.Fatalf("calls hang: only %v returned", results)
+	}
+	for name := range calls {
+		r := results[name]
+		t.Logf("%s returned after %v: %v", name, r.took.Round(time.Millisecond), r.err)
+		if r.took > deadline+slack {
+			t.Errorf("%s returned %v after the start, later than its deadline %v plus %v", name, r.took, deadline, slack)
+		}
+		if r.err == nil && name != "exec" {
+			t.Errorf("%s succeeded across the restart", name)
+		}
+	}
+
+	// The same managers work again, without a new client. Incus brings its
+	// networks up only after it answers again (after /internal/ready), and
+	// refuses to start instances on them meanwhile (503 "Network
+	// unavailable on this server"): a host waits for its bridge first.
+	ctx := ctxFor(t, 3*time.Minute)
+	back := time.Now()
+	for {
+		st, err := c.GetNetworkState(d.Network)
+		if err == nil && st.State == "up" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("network %s not up after the restart: %v", d.Network, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("bridge up %v after incusd answered", time.Since(back).Round(time.Millisecond))
+	var in *instance.Instance
+	for attempt := 1; ; attempt++ {
+		in, err = im.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
+		if err == nil || !strings.Contains(err.Error(), "unavailable on this server") || ctx.Err() != nil {
+			break
+		}
+		t.Logf("launch attempt %d after the restart: %v", attempt, err)
+		time.Sleep(time.Second)
+	}
+	is.NoErr(err)
+	var out bytes.Buffer
+	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"echo", "back"}, Stdout: &out})
+	is.NoErr(err)
+	is.Equal(code, 0)
+	is.Equal(out.String(), "back\n")
+	is.NoErr(in.Push(ctx, "/tmp/f", bytes.NewReader([]byte("data")), instance.FileOptions{}))
+	out.Reset()
+	_, err = in.Pull(ctx, "/tmp/f", &out)
+	is.NoErr(err)
+	is.Equal(out.String(), "data")
+	is.NoErr(in.WaitReady(ctx, instance.Ready{Probe: func(context.Context, *instance.Instance) (bool, string, error) { return true, "", nil }}))
+	h, err := mm.Acquire(ctx, in.Name(), "back", root, mount.Options{ReadOnly: true})
+	is.NoErr(err)
+	is.NoErr(mm.Release(ctx, h))
+	img, err := importer.Import(ctx, imagebuild.Source{ID: incustest.UniqueName("back-"), Reader: bytes.NewReader(tinyRootfs(0))}, imagebuild.Options{})
+	is.NoErr(err)
+	is.NoErr(importer.Delete(ctx, img.Alias))
+	is.NoErr(in.Stop(ctx))
+	is.NoErr(in.Delete(ctx))
+
+	// Nothing half-done: the interrupted launch and import left nothing.
+	deleted, err := im.GC(ctx, instance.GCOptions{Keep: func(n string) bool { return n == busy.Name() || n == waiting.Name() }})
+	is.NoErr(err)
+	if len(deleted) > 0 {
+		t.Logf("GC deleted %v left by the interrupted launch", deleted)
+	}
+	imgs, err := c.GetImages()
+	is.NoErr(err)
+	for _, i := range imgs {
+		if i.Properties["incusexec.artifact"] != "" || len(i.Aliases) == 0 {
+			t.Errorf("image %s left: %v", i.Fingerprint, fmt.Sprint(i.Aliases))
+		}
+	}
+}
