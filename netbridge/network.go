@@ -453,8 +453,11 @@ func (m *Manager) createNetworkObject(post api.NetworksPost) error {
 		}
 		for _, member := range members {
 			// A bridge has no member-specific keys of ours; Incus
-			// rejects any other key here.
-			err := t.UseTarget(member).CreateNetwork(api.NetworksPost{Name: post.Name, Type: post.Type})
+			// rejects any other key here. The description goes here:
+			// Incus keeps the one of the pending definition and ignores
+			// the one of the cluster-wide creation.
+			err := t.UseTarget(member).CreateNetwork(api.NetworksPost{Name: post.Name, Type: post.Type,
+				NetworkPut: api.NetworkPut{Description: post.Description}})
 			if err != nil && !api.StatusErrorCheck(err, 409) {
 				return fmt.Errorf("define on member %s: %w", member, err)
 			}
