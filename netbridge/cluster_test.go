@@ -67,7 +67,7 @@ func TestClusterEnsureAndCleanup(t *testing.T) {
 	}
 	locs := slices.Clone(got.Locations)
 	slices.Sort(locs)
-	is.Equal(locs, members) // on every member
+	is.Equal(locs, members)                          // on every member
 	is.Equal(got.Description, "cluster test bridge") // kept through the per-member definition
 	is.Equal(got.Config["ipv4.nat"], "false")
 	is.Equal(got.Config[netbridge.OwnerKey], prefix)
