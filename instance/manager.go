@@ -320,14 +320,20 @@ func (m *Manager) Instance(name string) *Instance {
 	return &Instance{m: m, name: name}
 }
 
-// Get returns a handle for an existing instance, or an error wrapping
-// ErrNotFound.
+// Get returns a handle for an existing instance of the manager's owner, or
+// an error wrapping ErrNotFound. An instance labelled with another owner (or
+// none) is not found: a name that came from a task or a host's request
+// cannot reach another owner's instance through Get.
 func (m *Manager) Get(ctx context.Context, name string) (*Instance, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	if _, _, err := incusop.Bind(ctx, m.c).GetInstance(name); err != nil {
+	inst, _, err := incusop.Bind(ctx, m.c).GetInstance(name)
+	if err != nil {
 		return nil, wrapErr(err, name, "get")
+	}
+	if owner := inst.Config[LabelOwner]; owner != m.Owner() {
+		return nil, fmt.Errorf("instance %s: get: %w (owned by %q, not %q)", name, ErrNotFound, owner, m.Owner())
 	}
 	return m.Instance(name), nil
 }
