@@ -70,6 +70,12 @@
 // ErrNotAllowed and nothing is attached. The resolved path, not the one
 // given, is what the server mounts.
 //
+// On a cluster the check runs where this process runs, while incusd looks
+// for the source on the member hosting the instance: the directory must
+// exist there too (a shared file system, or the same path on every member).
+// When it does not, Acquire fails with ErrSourceMissing naming the member and
+// the path, and attaches nothing.
+//
 // Residual risk: incusd opens the source path again when it attaches the
 // device, following symlinks. A task able to rename directories on the
 // resolved path (in a shared, writable part of an allowed root) can swap a

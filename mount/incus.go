@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -338,11 +339,26 @@ func (m *Manager) apply(instance string, batch []*change) []error {
 		}
 		for i, c := range batch {
 			if results[i] == nil {
-				results[i] = fmt.Errorf("mount: %s %q on %s: %w", c.verb(), c.alias, instance, err)
+				results[i] = changeError(c, inst, err)
 			}
 		}
 		return results
 	}
+}
+
+// changeError describes why the server refused c. Incus checks a disk's
+// source on the host that runs the instance, which on a cluster need not be
+// the one this process runs on: that case names the member.
+func changeError(c *change, inst *api.Instance, err error) error {
+	if !c.release && strings.Contains(strings.ToLower(err.Error()), "missing source path") {
+		where := "the server's host"
+		if inst.Location != "" && inst.Location != "none" {
+			where = "cluster member " + inst.Location
+		}
+		return fmt.Errorf("%w: %s (alias %q) does not exist on %s, which runs %s: %w",
+			ErrSourceMissing, c.source, c.alias, where, inst.Name, err)
+	}
+	return fmt.Errorf("mount: %s %q on %s: %w", c.verb(), c.alias, inst.Name, err)
 }
 
 func (c *change) verb() string {

@@ -114,6 +114,11 @@ var (
 	ErrNotFound = errors.New("mount: instance not found")
 	// ErrNotHeld: the handle was already released or never issued.
 	ErrNotHeld = errors.New("mount: handle not held")
+	// ErrSourceMissing: the server found no source directory where it
+	// runs the instance. The allowlist check sees this process's host; on
+	// a cluster, the member hosting the instance must have the directory
+	// too (a shared file system, or the same path on every member).
+	ErrSourceMissing = errors.New("mount: source missing where the instance runs")
 )
 
 // DataDir is the directory inside an instance under which aliases appear.
