@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"archive/tar"
+	"crypto/sha256"
 	"bytes"
 	"io"
 	"sync/atomic"
@@ -61,3 +62,5 @@ func (t *trickle) Read(p []byte) (int, error) {
 	t.read.Add(int64(n))
 	return n, nil
 }
+
+func sha256sum(b []byte) [32]byte { return sha256.Sum256(b) }
