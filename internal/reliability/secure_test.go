@@ -64,7 +64,7 @@ func TestProcessLimitEnforced(t *testing.T) {
 	_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done; echo spawned"}, Stdout: &out, Stderr: &errs, Timeout: 30 * time.Second})
 	is.NoErr(err)
 	t.Logf("stdout: %q, stderr: %.200s", out.String(), errs.String())
-	is.True(strings.Contains(errs.String(), "can't fork"))         // forks were refused
+	is.True(strings.Contains(errs.String(), "can't fork")) // forks were refused
 	st, err := in.Stats(ctx)
 	is.NoErr(err)
 	t.Logf("%d processes under limits.processes=%d", st.Processes, limit)

@@ -2,8 +2,8 @@ package reliability_test
 
 import (
 	"archive/tar"
-	"crypto/sha256"
 	"bytes"
+	"crypto/sha256"
 	"io"
 	"sync/atomic"
 	"time"
