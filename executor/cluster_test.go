@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,14 +22,26 @@ var clusterBusyboxReady = instance.Ready{Timeout: time.Minute,
 	}}
 
 // TestConformanceCluster runs the conformance suite against the Incus
-// backend on the three-member cluster, connected over HTTPS with a trusted
-// client certificate as a remote host would be, with instances placed by
-// the cluster's scheduler (no target).
+// backend on the three-member cluster, connected as a remote host would be:
+// Config.Remote is the HTTPS address of a member that did not bootstrap the
+// cluster, with the client certificate the cluster trusts and the cluster's
+// certificate pinned, all from PEM files. The cluster's scheduler places the
+// instances (no target).
 func TestConformanceCluster(t *testing.T) {
 	c := incustest.SharedCluster(t)
 	c.BusyboxImage(t)
+	dir := t.TempDir()
+	files := map[string]string{"client.crt": c.ClientCert, "client.key": c.ClientKey, "server.crt": c.ServerCert}
+	for name, pem := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(pem), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b, err := executor.NewBackend(t.Context(), executor.Config{
-		Client:       c.Client,
+		Remote:       "https://" + c.Members[1].HostAddress,
+		ClientCert:   filepath.Join(dir, "client.crt"),
+		ClientKey:    filepath.Join(dir, "client.key"),
+		ServerCert:   filepath.Join(dir, "server.crt"),
 		Owner:        incustest.UniqueName("executortest-"),
 		AllowedRoots: []string{os.TempDir()},
 		Ready:        clusterBusyboxReady,
