@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,11 +73,23 @@ func (in *Instance) StopWithin(ctx context.Context, grace time.Duration) error {
 	if grace == 0 {
 		// Straight to the point: no look first (teardown speed), and an
 		// instance already stopped or gone is what was wanted.
-		err := in.changeState(ctx, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1})
-		if err == nil || isGone(err) || isNotRunning(err) {
-			return nil
+		for {
+			err := in.changeState(ctx, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1})
+			if err == nil || isGone(err) || isNotRunning(err) {
+				return nil
+			}
+			// Another operation holds the instance (a device update of a
+			// host killed mid-call, say): it ends soon; wait for it.
+			if !isBusy(err) || ctx.Err() != nil {
+				return wrapErr(err, in.name, "force stop")
+			}
+			in.m.log.Debug("instance busy; force stop retried", "name", in.name, "err", err)
+			select {
+			case <-ctx.Done():
+				return wrapErr(err, in.name, "force stop")
+			case <-time.After(in.m.cfg.PollInterval):
+			}
 		}
-		return wrapErr(err, in.name, "force stop")
 	}
 	st, err := in.Status(ctx)
 	if errors.Is(err, ErrNotFound) || err == nil && st == api.Stopped {
@@ -189,4 +202,10 @@ func isNotRunning(err error) bool {
 
 func isAlreadyRunning(err error) bool {
 	return err != nil && containsFold(err.Error(), "already running")
+}
+
+// isBusy reports the server's refusal while another operation holds the
+// instance's operation lock ("Instance is busy running a "update" operation").
+func isBusy(err error) bool {
+	return strings.Contains(err.Error(), "is busy running a")
 }
