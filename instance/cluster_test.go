@@ -336,3 +336,24 @@ func TestClusterMemberDown(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(deleted, onDown)
 }
+
+// TestClusterUntrustedClient connects over HTTPS with a certificate the
+// cluster does not trust: creating an instance fails and nothing is made.
+func TestClusterUntrustedClient(t *testing.T) {
+	is := is.New(t)
+	c, trusted, _ := clusterManager(t)
+	cert, key, err := incustest.NewClientCertificate("stranger")
+	is.NoErr(err)
+	client, err := c.ConnectHTTPS(1, cert, key)
+	is.NoErr(err)
+	defer client.Disconnect()
+	m, err := instance.New(client, instance.Config{Owner: trusted.Owner()})
+	is.NoErr(err)
+	defer m.Close()
+	_, err = m.Create(ctxFor(t, time.Minute), instance.Spec{Image: incustest.BusyboxAlias})
+	is.True(err != nil)
+	t.Logf("untrusted create: %v", err)
+	left, err := trusted.List(t.Context())
+	is.NoErr(err)
+	is.Equal(len(left), 0)
+}
