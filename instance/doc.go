@@ -3,7 +3,9 @@
 //
 //   - Manager.Create makes a container or VM from a local image alias or
 //     fingerprint with profiles, config, devices, ephemeral or not, on a
-//     chosen cluster member; it names it with a prefix and random digits,
+//     cluster member the host names, on any member of a cluster group
+//     ("@group"), or where the cluster's scheduler puts it
+//     (Instance.Location tells which); it names it with a prefix and random digits,
 //     taking another name when the server reports a conflict (no
 //     check-then-create race), labels it with its owner, ID and creation
 //     time (LabelOwner, LabelID, LabelCreated), starts it and waits until it
@@ -23,12 +25,16 @@
 //     PullTar, PushDir and PullDir move whole trees with modes and owners.
 //   - Stats reads CPU, memory and disk use from the state API.
 //   - Manager.GC deletes the owner's instances (optionally only old ones)
-//     that a crashed host left behind, and reports every failure.
+//     that a crashed host left behind, and reports every failure. On a
+//     cluster with a member down it deletes the rest and reports that
+//     member and its instances (ErrUnavailable); Incus then lists them with
+//     status Error and no configuration, so nobody can tell whose they are.
 //
 // The Incus client methods the package calls are the Client interface: the
 // client from github.com/lxc/incus/v6/client satisfies it, and a fake needs
 // only those methods. Errors wrap the sentinels ErrNotFound, ErrNotRunning,
-// ErrAlreadyExists, ErrTimeout, ErrExec, ErrInvalid and ErrUser (and the
+// ErrAlreadyExists, ErrTimeout, ErrExec, ErrInvalid, ErrUser and
+// ErrUnavailable (and the
 // Incus status error behind them) for errors.Is. Every blocking method takes
 // a context first; operations the context abandons are cancelled on the
 // server where Incus allows it.
