@@ -1,0 +1,98 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/internal/bench"
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/incusexec/incusexec/internal/testimage"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/matryer/is"
+)
+
+func TestMain(m *testing.M) { incustest.Main(m) }
+
+// inventory names what a daemon holds besides instances.
+func inventory(t *testing.T, c incus.InstanceServer) []string {
+	t.Helper()
+	var out []string
+	pools, err := c.GetStoragePoolNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.GetNetworks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nets []string
+	for _, n := range all {
+		if n.Managed {
+			nets = append(nets, n.Name)
+		}
+	}
+	profiles, err := c.GetProfileNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	images, err := c.GetImageFingerprints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	insts, err := c.GetInstanceNames("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range [][]string{pools, nets, profiles, images, insts} {
+		out = append(out, l...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestQuickRunIsCompleteAndLeavesNothing runs the whole suite once, quickly,
+// on dir and (where possible) btrfs pools of a private daemon. It checks
+// that every row was measured, not how fast anything is.
+func TestQuickRunIsCompleteAndLeavesNothing(t *testing.T) {
+	is := is.New(t)
+	d := incustest.Shared(t)
+	tarball := incustest.DebianTarball(t, testimage.HostSuite())
+	before := inventory(t, d.Client)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	tab, err := bench.Run(ctx, bench.Config{Client: d.Client, CLIEnv: []string{"INCUS_DIR=" + d.Dir},
+		Tarball: tarball, Quick: true, Concurrency: 3, Progress: &progress, TmpDir: t.TempDir()})
+	t.Log(progress.String())
+	is.NoErr(err)
+	var out bytes.Buffer
+	is.NoErr(tab.Print(&out))
+	t.Log("\n" + out.String())
+
+	drivers := map[string]bool{}
+	var whats []string
+	for _, r := range tab.Rows {
+		if r.Ours.Median <= 0 || r.Ref.Median <= 0 || r.Ratio <= 0 {
+			t.Errorf("row %q on %q not measured: %+v", r.What, r.Pool, r)
+		}
+		if r.Pool != "" {
+			drivers[r.Pool] = true
+		}
+		whats = append(whats, r.What)
+	}
+	is.True(drivers["dir"]) // ran on a dir pool
+	for _, want := range []string{"image import, split", "image import, unified+zstd", "start to ready", "exec round trip p50",
+		"exec round trip p99", "push", "pull", "teardown", "tasks", "warm pool"} {
+		found := slices.ContainsFunc(whats, func(w string) bool { return strings.Contains(w, want) })
+		if !found {
+			t.Errorf("no row for %q in %q", want, whats)
+		}
+	}
+	// Per pool: 2 start-to-ready rows, push, pull, teardown, throughput, warm.
+	is.Equal(len(tab.Rows), 4+7*len(drivers))
+	is.Equal(inventory(t, d.Client), before) // nothing left behind
+}
