@@ -84,6 +84,8 @@ func ctxErr(ctx context.Context, err error) error {
 }
 
 // Push writes r to the file dst (absolute) in the instance, replacing it.
+// When the push fails part-way (r fails, the disk is full) the partial file
+// is removed: the old content is lost either way.
 func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts FileOptions) error {
 	dst, err := cleanAbs(dst, "destination")
 	if err != nil {
@@ -158,9 +160,16 @@ func writeFile(c *sftp.Client, dst string, r io.Reader, uid, gid int, mode fs.Fi
 	}
 	if _, err := f.ReadFromWithConcurrency(r, 0); err != nil {
 		f.Close()
+		// The old content is gone already (truncated); a partial file
+		// would only hold the space a full disk needs back.
+		_ = c.Remove(dst)
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		_ = c.Remove(dst)
+		return err
+	}
+	return nil
 }
 
 func (in *Instance) pushPlain(ctx context.Context, dst string, r io.Reader, opts FileOptions, mode fs.FileMode) error {
