@@ -15,9 +15,10 @@ import (
 	"github.com/matryer/is"
 )
 
-// smallPool is the size of the btrfs pool of TestDiskFull: about the
-// smallest mkfs.btrfs and Incus accept (mkfs refuses much less).
-const smallPool = "256MiB"
+// smallPool is the size of the btrfs pool of TestDiskFull: the smallest
+// round size Incus can format (mkfs.btrfs refuses less than 114294784
+// bytes, 109 MiB, and Incus passes that on: 64MiB fails).
+const smallPool = "128MiB"
 
 // TestDiskFull fills a tiny btrfs pool during an import (images stored on
 // the pool through storage.images_volume) and during a push: each fails
