@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,6 +101,39 @@ func TestClusterPlacement(t *testing.T) {
 		t.Logf("scheduler placed 6 instances: %v (members had %v before)", added, before)
 		for _, mem := range c.Members {
 			is.True(added[mem.Name] > 0) // every member gets some
+		}
+		_, err := m.GC(ctx, instance.GCOptions{})
+		is.NoErr(err)
+	})
+
+	t.Run("scheduler concurrent", func(t *testing.T) {
+		is := is.New(t)
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+			locs = map[string]int{}
+		)
+		for range 6 {
+			wg.Go(func() {
+				in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias, NoStart: true})
+				var loc string
+				if err == nil {
+					loc, err = in.Location(ctx)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				errs = append(errs, err)
+				locs[loc]++
+			})
+		}
+		wg.Wait()
+		is.NoErr(errors.Join(errs...))
+		t.Logf("scheduler placed 6 concurrent creations: %v", locs)
+		// Sent at once, the requests would all see the same counts and
+		// land on one member; the manager sends them one at a time.
+		for _, mem := range c.Members {
+			is.True(locs[mem.Name] > 0) // every member gets some
 		}
 		_, err := m.GC(ctx, instance.GCOptions{})
 		is.NoErr(err)

@@ -66,6 +66,9 @@ type Manager struct {
 	log    *slog.Logger
 	events *eventHub
 	randMu sync.Mutex
+	// placeMu serialises the creation requests the cluster's scheduler
+	// places (see create).
+	placeMu sync.Mutex
 }
 
 // New returns a Manager that talks to the server through c.
@@ -194,7 +197,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 			req.Config[LabelID] = name
 		}
 		req.Config[LabelCreated] = time.Now().UTC().Format(time.RFC3339)
-		err = m.create(ctx, c, req)
+		err = m.create(ctx, c, req, spec.Target == "" || strings.HasPrefix(spec.Target, "@"))
 		if err == nil {
 			break
 		}
@@ -285,9 +288,22 @@ func isFingerprint(s string) bool {
 // create sends one creation request. A failure after the server accepted it
 // (a start that fails, ctx ending) deletes the instance, unless the failure
 // is a name conflict, where the instance is somebody else's.
-func (m *Manager) create(ctx context.Context, c Client, req api.InstancesPost) error {
+func (m *Manager) create(ctx context.Context, c Client, req api.InstancesPost, scheduled bool) error {
 	// Unbound: see Instance.changeState.
+	if scheduled {
+		// A cluster places an instance on the member with the fewest
+		// instances, counting creations in flight only once their
+		// operation exists: requests sent at once all see the same counts
+		// and land on the same member (seen: 5 of 6 on one member, none on
+		// another). One request at a time, each returning once its
+		// operation exists, spreads them; the creations still run in
+		// parallel.
+		m.placeMu.Lock()
+	}
 	op, err := c.CreateInstance(req)
+	if scheduled {
+		m.placeMu.Unlock()
+	}
 	if err == nil {
 		err = incusop.Wait(ctx, op)
 	}
