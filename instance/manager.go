@@ -147,7 +147,10 @@ type Spec struct {
 	// Target is where on a cluster the instance goes: a member's name,
 	// "@group" for any member of a cluster group, or "" to let the
 	// cluster's scheduler choose (the member with the fewest instances).
-	// Instance.Location reports the member chosen.
+	// Instance.Location reports the member chosen. A Manager sends the
+	// requests the scheduler places one at a time, so that a burst of
+	// them spreads over the members; bursts from several processes at once
+	// can still land on one member (target members explicitly then).
 	Target string
 	// Description of the instance.
 	Description string
