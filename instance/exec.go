@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -64,6 +65,12 @@ func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 	}
 	if cmd.Timeout < 0 || cmd.KillGrace < 0 {
 		return -1, fmt.Errorf("%w: negative timeout or kill grace", ErrInvalid)
+	}
+	for k, v := range cmd.Env {
+		// "A=B" would set A, not "A=B"; NUL cuts the C strings short.
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return -1, fmt.Errorf("%w: instance %s: exec: environment variable %q: empty name, or '=' or NUL in it", ErrInvalid, in.name, k)
+		}
 	}
 	acct, err := in.account(ctx, cmd.User, cmd.Group)
 	if err != nil {
