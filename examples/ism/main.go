@@ -81,8 +81,8 @@ const (
 )
 
 type options struct {
-	socket, prefix, owner, pool, shared string
-	n, port                             int
+	socket, prefix, owner, pool, shared  string
+	n, port                              int
 	cleanNetwork, once, cleanup, verbose bool
 }
 

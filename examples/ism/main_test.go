@@ -70,7 +70,7 @@ func TestISM(t *testing.T) {
 	is.True(strings.Contains(out, "-clean-network: instance "+leftover.Name()+", "))
 	is.True(strings.Contains(out, "network "+prefix+"-br"))
 	is.Equal(strings.Count(out, "pong "+prefix+"-"), 2)                   // both servers answered the gateway
-	is.Equal(strings.Count(out, "HOL heap, built on the host"), 2)         // through the read-only heaps mount
+	is.Equal(strings.Count(out, "HOL heap, built on the host"), 2)        // through the read-only heaps mount
 	is.True(strings.Contains(out, `the host "theorem proved on `+prefix)) // a session's write, seen on the host
 	is.True(strings.Contains(out, "the heaps stay mounted"))
 	is.Equal(len(owned(t, d, owner)), 0)
