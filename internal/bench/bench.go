@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/incusexec/incusexec/imagebuild"
@@ -48,6 +49,9 @@ type Config struct {
 	Concurrency int
 	// Quick runs everything once with small files and few tasks.
 	Quick bool
+	// Only, when not empty, limits the run to these measurements: import,
+	// ready, exec, files, teardown, throughput, warm (warm implies ready).
+	Only []string
 	// TmpDir holds the files compared (os.TempDir when empty).
 	TmpDir string
 	// Progress, when set, receives one line per step.
@@ -73,6 +77,13 @@ type runner struct {
 	pools    []string // created by us
 	debian   string   // alias of the Debian image launched
 	busybox  string   // alias of the busybox image
+}
+
+func (r *runner) want(what string) bool {
+	if len(r.cfg.Only) == 0 {
+		return true
+	}
+	return slices.Contains(r.cfg.Only, what) || (what == "ready" && slices.Contains(r.cfg.Only, "warm"))
 }
 
 func (r *runner) progress(format string, args ...any) {
@@ -134,7 +145,7 @@ func Run(ctx context.Context, cfg Config) (tab *Table, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.imports(ctx); err != nil {
+	if err := r.imports(ctx, r.want("import")); err != nil {
 		return nil, err
 	}
 	for i, pool := range pools {
@@ -358,7 +369,7 @@ func (r *runner) deleteImage(ctx context.Context, fp string) error {
 
 // imports measures (1): split and unified+zstd imports against incus image
 // import of the same files, and leaves the Debian image imported (split).
-func (r *runner) imports(ctx context.Context) error {
+func (r *runner) imports(ctx context.Context, measure bool) error {
 	im := &imagebuild.Importer{Client: r.c, Logger: r.log, LockDir: filepath.Join(r.dir, "locks")}
 	meta, err := imagebuild.MetadataTarball(imagebuild.Metadata{Architecture: runtime.GOARCH, Description: "incusexec bench (CLI split)", OS: "debian", Release: testimage.HostSuite()})
 	if err != nil {
@@ -409,6 +420,10 @@ func (r *runner) imports(ctx context.Context) error {
 			}
 			return d, r.deleteImage(ctx, a.Target)
 		}
+	}
+	if !measure {
+		_, err = ours(imagebuild.Split, "", true)()
+		return err
 	}
 	r.progress("import split ×%d each side", r.runs)
 	a, b, err := alternate(r.runs, ours(imagebuild.Split, "", false), cli(metaPath, r.cfg.Tarball))
@@ -477,31 +492,38 @@ func (r *runner) onPool(ctx context.Context, p poolInfo, first bool) error {
 			return err
 		}
 	}
-	cold, err := r.startToReady(ctx, p)
-	if err != nil {
-		return err
+	var cold Sample
+	steps := []struct {
+		what string
+		run  func() error
+	}{
+		{"ready", func() (err error) { cold, err = r.startToReady(ctx, p); return err }},
+		{"exec", func() error {
+			if !first {
+				return nil
+			}
+			return r.exec(ctx, p)
+		}},
+		{"files", func() error { return r.files(ctx, p) }},
+		{"teardown", func() error { return r.teardown(ctx, p) }},
+		{"throughput", func() error { return r.throughput(ctx, p) }},
+		{"warm", func() error { return r.warm(ctx, p, cold) }},
 	}
-	if first {
-		if err := r.exec(ctx, p); err != nil {
+	for _, s := range steps {
+		if !r.want(s.what) {
+			continue
+		}
+		if err := s.run(); err != nil {
 			return err
 		}
 	}
-	if err := r.files(ctx, p); err != nil {
-		return err
-	}
-	if err := r.teardown(ctx, p); err != nil {
-		return err
-	}
-	if err := r.throughput(ctx, p); err != nil {
-		return err
-	}
-	return r.warm(ctx, p, cold)
+	return nil
 }
 
 // startToReady measures (2) against the CLI loop and the raw API floor.
 func (r *runner) startToReady(ctx context.Context, p poolInfo) (Sample, error) {
 	r.progress("[%s] start to ready ×%d each side", p.driver, r.runs)
-	var ours, cli, raw []time.Duration
+	var ours, cli, raw, rawStart []time.Duration
 	sides := []func() error{
 		func() error {
 			var in *instance.Instance
@@ -538,11 +560,11 @@ func (r *runner) startToReady(ctx context.Context, p poolInfo) (Sample, error) {
 			return err
 		},
 		func() error {
-			d, name, err := r.rawLaunch(ctx, p)
+			d, started, name, err := r.rawLaunch(ctx, p)
 			if err != nil {
 				return err
 			}
-			raw = append(raw, d)
+			raw, rawStart = append(raw, d), append(rawStart, started)
 			return r.m.Instance(name).Delete(ctx)
 		},
 	}
@@ -555,6 +577,9 @@ func (r *runner) startToReady(ctx context.Context, p poolInfo) (Sample, error) {
 		}
 	}
 	so := sampleOf(ours)
+	st, rw := sampleOf(rawStart), sampleOf(raw)
+	r.t.note("[%s] raw API start to ready: create+start operation %s, then boot until systemd running and host0 IPv4 %s (medians)",
+		p.driver, fmtD(st.Median), fmtD(rw.Median-st.Median))
 	r.t.add("start to ready (systemd running, host0 IPv4)", p.driver, so, "incus launch + exec is-system-running every 200ms", sampleOf(cli), 0.75)
 	r.t.add("start to ready (systemd running, host0 IPv4)", p.driver, so, "raw API: create+start, poll every 20ms", sampleOf(raw), 1.1)
 	return so, nil
@@ -562,9 +587,9 @@ func (r *runner) startToReady(ctx context.Context, p poolInfo) (Sample, error) {
 
 // rawLaunch is the floor: one request that creates and starts, then the
 // cheapest checks the API allows, every 20 ms.
-func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (time.Duration, string, error) {
+func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (ready, started time.Duration, name string, err error) {
 	c := incusop.Bind(ctx, r.c)
-	name := r.tag + "-raw-" + randHex(3)
+	name = r.tag + "-raw-" + randHex(3)
 	t0 := time.Now()
 	op, err := c.CreateInstance(api.InstancesPost{Name: name, Start: true,
 		Source: api.InstanceSource{Type: "image", Alias: r.debian},
@@ -574,8 +599,9 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (time.Duration, stri
 		err = incusop.Wait(ctx, op)
 	}
 	if err != nil {
-		return 0, name, err
+		return 0, 0, name, err
 	}
+	started = time.Since(t0)
 	for time.Since(t0) < 3*time.Minute {
 		var out, errb bytes.Buffer
 		done := make(chan bool)
@@ -589,12 +615,12 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (time.Duration, stri
 		if err == nil && systemdUp(out.String()) {
 			st, _, err := c.GetInstanceState(name)
 			if err == nil && hasIPv4(st, "host0") {
-				return time.Since(t0), name, nil
+				return time.Since(t0), started, name, nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return 0, name, fmt.Errorf("raw launch of %s: not ready after 3 minutes", name)
+	return 0, 0, name, fmt.Errorf("raw launch of %s: not ready after 3 minutes", name)
 }
 
 func hasIPv4(st *api.InstanceState, nic string) bool {
@@ -768,23 +794,38 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 	if err != nil {
 		return err
 	}
+	steps := []string{"launch", "push", "run", "pull", "delete"}
+	var smu sync.Mutex
+	stepTimes := map[string][]time.Duration{}
+	record := func(side, step string, t0 time.Time) {
+		smu.Lock()
+		stepTimes[side+" "+step] = append(stepTimes[side+" "+step], time.Since(t0))
+		smu.Unlock()
+	}
 	ours := func() (time.Duration, error) {
 		return timed(func() error {
 			g, gctx := errgroup.WithContext(ctx)
 			g.SetLimit(r.cfg.Concurrency)
 			for range tasks {
 				g.Go(func() error {
+					t0 := time.Now()
 					in, err := r.m.Create(gctx, instance.Spec{Image: r.busybox, Profiles: []string{p.bbProfile}, Ephemeral: true})
 					if err != nil {
 						return err
 					}
 					defer in.Delete(context.WithoutCancel(ctx))
+					record("ours", "launch", t0)
+					t0 = time.Now()
 					if err := in.Push(gctx, "/root/in", bytes.NewReader(payload), instance.FileOptions{}); err != nil {
 						return err
 					}
+					record("ours", "push", t0)
+					t0 = time.Now()
 					if code, err := in.Exec(gctx, instance.Cmd{Args: []string{"cp", "/root/in", "/root/out"}}); err != nil || code != 0 {
 						return fmt.Errorf("task: exit %d, %v", code, err)
 					}
+					record("ours", "run", t0)
+					t0 = time.Now()
 					var out bytes.Buffer
 					if _, err := in.Pull(gctx, "/root/out", &out); err != nil {
 						return err
@@ -792,6 +833,9 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 					if out.Len() != len(payload) {
 						return fmt.Errorf("task pulled %d bytes", out.Len())
 					}
+					record("ours", "pull", t0)
+					t0 = time.Now()
+					defer record("ours", "delete", t0)
 					return in.Delete(gctx)
 				})
 			}
@@ -803,17 +847,19 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 		return timed(func() error {
 			for i := range tasks {
 				name := fmt.Sprintf("%s-t%d-%s", r.tag, i, randHex(2))
-				steps := [][]string{
+				cmds := [][]string{
 					{"launch", r.busybox, name, "--ephemeral", "--profile", p.bbProfile, "--config", instance.LabelOwner + "=" + r.owner},
 					{"file", "push", src, name + "/root/in"},
 					{"exec", name, "--", "cp", "/root/in", "/root/out"},
 					{"file", "pull", name + "/root/out", dst},
 					{"delete", "--force", name},
 				}
-				for _, s := range steps {
+				for j, s := range cmds {
+					t0 := time.Now()
 					if _, err := r.cli(ctx, s...); err != nil {
 						return err
 					}
+					record("cli", steps[j], t0)
 				}
 				os.Remove(dst)
 			}
@@ -826,6 +872,14 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 	if err != nil {
 		return fmt.Errorf("throughput: %w", err)
 	}
+	var parts [2][]string
+	for i, side := range []string{"ours", "cli"} {
+		for _, st := range steps {
+			parts[i] = append(parts[i], st+" "+fmtD(sampleOf(stepTimes[side+" "+st]).Median))
+		}
+	}
+	r.t.note("[%s] task steps (medians), incusexec with %d at a time: %s; CLI one by one: %s", p.driver, r.cfg.Concurrency,
+		strings.Join(parts[0], ", "), strings.Join(parts[1], ", "))
 	r.t.add(fmt.Sprintf("%d tasks (launch, push 1 MiB, run, pull, delete), concurrency %d", tasks, r.cfg.Concurrency),
 		p.driver, sampleOf(a), "the same one by one through the incus CLI", sampleOf(b), 1.0/3)
 	return nil

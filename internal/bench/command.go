@@ -28,6 +28,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	conc := fs.Int("concurrency", 4, "parallel tasks in the throughput measurement")
 	quick := fs.Bool("quick", false, "everything once, small files: check the suite, not the speed")
 	asJSON := fs.Bool("json", false, "print the table as JSON")
+	only := fs.String("only", "", "comma-separated measurements to run: import,ready,exec,files,teardown,throughput,warm (default all)")
 	verbose := fs.Bool("v", false, "log what the library does to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -43,6 +44,9 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := Config{Client: c, Tarball: *image, Runs: *runs, Concurrency: *conc, Quick: *quick, Progress: stderr}
 	if *socket != "" {
 		cfg.CLIEnv = []string{"INCUS_SOCKET=" + *socket}
+	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
 	}
 	if *pools != "" {
 		cfg.Pools = strings.Split(*pools, ",")

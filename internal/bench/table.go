@@ -60,6 +60,12 @@ type Table struct {
 	Machine string
 	Quick   bool
 	Rows    []Row
+	// Notes break measurements down where a target needs explaining.
+	Notes []string
+}
+
+func (t *Table) note(format string, args ...any) {
+	t.Notes = append(t.Notes, fmt.Sprintf(format, args...))
 }
 
 func (t *Table) add(what, pool string, ours Sample, refName string, ref Sample, target float64) {
@@ -117,5 +123,8 @@ func (t *Table) Print(w io.Writer) error {
 		}
 	}
 	_, err := fmt.Fprintf(w, "runs per row (incusexec/reference): %s\n", strings.Join(n, " "))
+	for _, note := range t.Notes {
+		fmt.Fprintf(w, "note: %s\n", note)
+	}
 	return err
 }
