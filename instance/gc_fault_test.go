@@ -18,7 +18,14 @@ import (
 // demand.
 type busyOnce struct {
 	instance.Client
-	refusals atomic.Int32
+	refusals, deleteRefusals atomic.Int32
+}
+
+func (b *busyOnce) DeleteInstance(name string) (incus.Operation, error) {
+	if b.deleteRefusals.Add(-1) >= 0 {
+		return nil, errors.New(`Failed to create instance delete operation: Instance is busy running a "start" operation`)
+	}
+	return b.Client.DeleteInstance(name)
 }
 
 func (b *busyOnce) UpdateInstanceState(name string, state api.InstanceStatePut, etag string) (incus.Operation, error) {
@@ -35,6 +42,7 @@ func TestGCWaitsForBusyInstance(t *testing.T) {
 	in := launch(t, m, instance.Spec{})
 	busy := &busyOnce{Client: d.Client}
 	busy.refusals.Store(3)
+	busy.deleteRefusals.Store(8) // more than the attempts other failures get
 	gc, err := instance.New(busy, instance.Config{Owner: m.Owner(), PollInterval: 50 * time.Millisecond})
 	is.NoErr(err)
 	defer gc.Close()

@@ -149,7 +149,10 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 			in.m.log.Info("instance deleted", "name", in.name)
 			return nil
 		}
-		if ctx.Err() != nil || attempt == 5 {
+		// A server operation holding the instance (a start or device
+		// update of a host killed mid-call) ends on its own: wait for it
+		// as long as ctx allows; other failures get a few attempts.
+		if ctx.Err() != nil || attempt >= 5 && !isBusy(err) {
 			return wrapErr(err, in.name, "delete")
 		}
 		// An ephemeral instance may be in the middle of deleting itself, or
