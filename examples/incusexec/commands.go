@@ -525,13 +525,9 @@ func (f *execFlags) exec(ctx context.Context, a *app, in executor.Instance, argv
 	if len(argv) == 0 {
 		return usageErr("no command given (put it after --)")
 	}
-	env := map[string]string{}
-	for _, kv := range f.env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return usageErr("--env %q: want K=V", kv)
-		}
-		env[k] = v
+	env, err := f.environment()
+	if err != nil {
+		return err
 	}
 	code, err := in.Exec(ctx, executor.Cmd{
 		Args: argv, Env: env, Dir: *f.cwd, User: *f.user,
@@ -546,6 +542,19 @@ func (f *execFlags) exec(ctx context.Context, a *app, in executor.Instance, argv
 		return &exitError{code: code}
 	}
 	return nil
+}
+
+// environment parses the --env flags.
+func (f *execFlags) environment() (map[string]string, error) {
+	env := map[string]string{}
+	for _, kv := range f.env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageErr("--env %q: want K=V", kv)
+		}
+		env[k] = v
+	}
+	return env, nil
 }
 
 // inputStream is stdin when it is a pipe or a file: a terminal is not
@@ -622,6 +631,9 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	}
 	ms, err := parseMounts(mounts)
 	if err != nil {
+		return err
+	}
+	if _, err := exf.environment(); err != nil {
 		return err
 	}
 	ins, err := parseCopies("push", pushes)
