@@ -23,27 +23,38 @@ func TestDemoFake(t *testing.T) {
 	is.True(strings.Contains(r.stdout, "done: nothing the demo created is left"))
 }
 
-// TestDemo runs the demo on a daemon that lacks the pool it is told to
-// use, so that it creates one and must remove it again, and checks that
-// nothing it created is left.
+// TestDemo runs the demo as `make demo` does on a fresh installation: on a
+// daemon with no storage pool, no network and an empty default profile. It
+// must create a pool and remove it again, and leave nothing it created.
 func TestDemo(t *testing.T) {
 	is := is.New(t)
-	d := incustest.Shared(t)
-	pool := incustest.UniqueName("demo")
-	r := incusexec(t, t.Context(), d, "", "demo", "--pool", pool)
+	d := incustest.Private(t, incustest.Options{Pool: "dir", NoNetwork: true})
+	p, etag, err := d.Client.GetProfile("default")
+	is.NoErr(err)
+	p.Devices = map[string]map[string]string{}
+	is.NoErr(d.Client.UpdateProfile("default", p.Writable(), etag))
+	is.NoErr(d.Client.DeleteStoragePool(d.Pool))
+
+	r := incusexec(t, t.Context(), d, "", "demo")
 	is.Equal(r.code, 0)
-	assertDemoGone(t, d, pool)
+	assertDemoGone(t, d, "incusexec")
 	for _, want := range []string{
-		"storage pool " + pool + " created",
+		"storage pool incusexec created",
 		"bridge iedemo-br",
+		"hello from demo-",
 		`"input pushed by the host" read by demo`,
+		"exit-code  demo-",
 		"after the second Unmount it is gone",
+		"storage-pool incusexec",
 		"done: nothing the demo created is left",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
+	pools, err := d.Client.GetStoragePoolNames()
+	is.NoErr(err)
+	is.Equal(len(pools), 0)
 }
 
 // assertDemoGone checks that nothing the demo creates is on d.
