@@ -24,6 +24,18 @@ import (
 // back.
 func TestDaemonRestartUnderCalls(t *testing.T) {
 	t.Parallel()
+	for name, restart := range map[string]func(*incustest.Daemon, context.Context) error{
+		"SIGTERM restart": (*incustest.Daemon).Restart,
+		"SIGKILL crash":   (*incustest.Daemon).Crash,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			restartUnderCalls(t, restart)
+		})
+	}
+}
+
+func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Context) error) {
 	is := is.New(t)
 	d := incustest.Private(t, incustest.Options{Pool: "dir"})
 	d.BusyboxImage(t)
@@ -97,7 +109,7 @@ func TestDaemonRestartUnderCalls(t *testing.T) {
 	time.Sleep(time.Second)
 	t.Logf("restarting incusd %v after the calls started", time.Since(start).Round(time.Millisecond))
 	restartCtx := ctxFor(t, 2*time.Minute)
-	is.NoErr(d.Restart(restartCtx))
+	is.NoErr(restart(d, restartCtx))
 	t.Logf("incusd back %v after the calls started", time.Since(start).Round(time.Millisecond))
 
 	done := make(chan struct{})
