@@ -565,6 +565,9 @@ func (r *runner) startToReady(ctx context.Context, p poolInfo) (Sample, error) {
 				return err
 			}
 			raw, rawStart = append(raw, d), append(rawStart, started)
+			if len(raw) == 1 {
+				r.bootNote(ctx, p, name)
+			}
 			return r.m.Instance(name).Delete(ctx)
 		},
 	}
@@ -621,6 +624,25 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (ready, started time
 		time.Sleep(20 * time.Millisecond)
 	}
 	return 0, 0, name, fmt.Errorf("raw launch of %s: not ready after 3 minutes", name)
+}
+
+// bootNote records where the boot of name went, as systemd saw it.
+func (r *runner) bootNote(ctx context.Context, p poolInfo, name string) {
+	var out, errb bytes.Buffer
+	in := r.m.Instance(name)
+	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"systemd-analyze", "time"}, Stdout: &out, Stderr: &errb}); err != nil {
+		return
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
+	out.Reset()
+	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"systemd-analyze", "blame", "--no-pager"}, Stdout: &out, Stderr: &errb}); err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	for i := range lines {
+		lines[i] = strings.Join(strings.Fields(lines[i]), " ")
+	}
+	r.t.note("[%s] systemd in the instance: %s; slowest units: %s", p.driver, first, strings.Join(lines[:min(4, len(lines))], ", "))
 }
 
 func hasIPv4(st *api.InstanceState, nic string) bool {
@@ -813,7 +835,12 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 					if err != nil {
 						return err
 					}
-					defer in.Delete(context.WithoutCancel(ctx))
+					done := false
+					defer func() {
+						if !done {
+							in.Delete(context.WithoutCancel(ctx))
+						}
+					}()
 					record("ours", "launch", t0)
 					t0 = time.Now()
 					if err := in.Push(gctx, "/root/in", bytes.NewReader(payload), instance.FileOptions{}); err != nil {
@@ -835,6 +862,7 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 					}
 					record("ours", "pull", t0)
 					t0 = time.Now()
+					done = true
 					defer record("ours", "delete", t0)
 					return in.Delete(gctx)
 				})
