@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,14 +258,21 @@ func killOnce(t *testing.T, d *incustest.Daemon, shared, root, source, target st
 		t.Errorf("netbridge cleanup of %s: %v", owner, err)
 	}
 	r := killRound{target: target, killedIn: killedIn, delay: delay}
+	bridge := owner + "-br"
+	if killedIn == "network" {
+		// Incus may still be bringing the cut-short network up: give
+		// its bridge and dnsmasq time to show before looking.
+		time.Sleep(2 * time.Second)
+	}
 	for _, l := range ownedBy(t, d.Client, owner, shared) {
-		bridge := owner + "-br"
 		if strings.HasPrefix(l, "network "+bridge+" (managed false") && killedIn == "network" {
 			r.incusBridge = true
-			removeUnmanagedBridge(t, d, bridge)
 			continue
 		}
 		r.leaks = append(r.leaks, l)
+	}
+	if killedIn == "network" && removeUnmanagedBridge(t, d, bridge) {
+		r.incusBridge = true
 	}
 	return r
 }
@@ -272,23 +280,31 @@ func killOnce(t *testing.T, d *incustest.Daemon, shared, root, source, target st
 // removeUnmanagedBridge removes what Incus left of a network whose creation
 // was cut short: the bridge interface and the dnsmasq serving it (found by
 // its command line naming the bridge and the daemon's directory).
-func removeUnmanagedBridge(t *testing.T, d *incustest.Daemon, bridge string) {
+func removeUnmanagedBridge(t *testing.T, d *incustest.Daemon, bridge string) (found bool) {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
+	for quiet := 0; quiet < 10; quiet++ {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			cmd := strings.ReplaceAll(string(b), "\x00", " ")
+			if strings.HasPrefix(cmd, "dnsmasq ") && strings.Contains(cmd, "--interface="+bridge+" ") && strings.Contains(cmd, d.Dir+"/") {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+				found, quiet = true, 0
+			}
 		}
-		cmd := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.HasPrefix(cmd, "dnsmasq ") && strings.Contains(cmd, "--interface="+bridge+" ") && strings.Contains(cmd, d.Dir+"/") {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			_ = syscall.Kill(pid, syscall.SIGTERM)
+		if _, err := net.InterfaceByName(bridge); err == nil {
+			if out, err := exec.Command("ip", "link", "delete", bridge).CombinedOutput(); err != nil {
+				t.Logf("ip link delete %s: %v: %s", bridge, err, out)
+			}
+			found, quiet = true, 0
 		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	if out, err := exec.Command("ip", "link", "delete", bridge).CombinedOutput(); err != nil {
-		t.Logf("ip link delete %s: %v: %s", bridge, err, out)
-	}
+	return found
 }
 
 // ownedBy lists everything on the server that still belongs to owner:
