@@ -93,6 +93,11 @@ func (c *checker) check(h *tar.Header) (string, error) {
 		if name == "" {
 			return "", fmt.Errorf("%w: %q: the root is not a directory", ErrUnsafeEntry, h.Name)
 		}
+		// Incus creates device nodes as root on the host when it unpacks
+		// the image: a root filesystem has them in /dev only.
+		if (h.Typeflag == tar.TypeChar || h.Typeflag == tar.TypeBlock) && !strings.HasPrefix(name, "dev/") {
+			return "", fmt.Errorf("%w: %q: device node outside /dev", ErrUnsafeEntry, h.Name)
+		}
 		delete(c.symlinks, name)
 	case tar.TypeSymlink:
 		if name == "" {
