@@ -27,6 +27,7 @@ import (
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/mount/hostbind"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures a chroot executor.
@@ -339,15 +340,32 @@ func (i *Instance) Start(ctx context.Context) error {
 	i.keeper, i.running = keeper, true
 	i.pgids[keeper.Process.Pid] = true
 	go func() {
-		_ = keeper.Wait()
+		_ = i.reap(keeper)
 		i.mu.Lock()
 		defer i.mu.Unlock()
-		delete(i.pgids, keeper.Process.Pid)
 		if i.keeper == keeper {
 			i.running, i.keeper = false, nil
 		}
 	}()
 	return nil
+}
+
+// reap waits for c's process to exit without reaping it, drops its group
+// from pgids, and only then reaps it: a group in pgids is always a process
+// of ours (alive or a zombie), never a recycled pid, so signalling the
+// groups in pgids under i.mu cannot hit a stranger.
+func (i *Instance) reap(c *exec.Cmd) error {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, c.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	i.mu.Lock()
+	delete(i.pgids, c.Process.Pid)
+	i.mu.Unlock()
+	return c.Wait()
 }
 
 // Stop sends SIGTERM to every process group of the instance, then SIGKILL
@@ -364,40 +382,32 @@ func (i *Instance) Stop(ctx context.Context) error {
 }
 
 // kill ends every process of the instance, politely for grace first.
+// Only process groups whose leader is not yet reaped are signalled (see
+// reap); a child that outlives its leader after SIGTERM is beyond reach.
 func (i *Instance) kill(ctx context.Context, grace time.Duration) {
+	signal := func(sig syscall.Signal) (alive bool) {
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		for g := range i.pgids {
+			_ = syscall.Kill(-g, sig)
+		}
+		return len(i.pgids) > 0
+	}
 	i.mu.Lock()
 	i.running, i.keeper = false, nil
-	groups := make([]int, 0, len(i.pgids))
-	for g := range i.pgids {
-		groups = append(groups, g)
-	}
 	i.mu.Unlock()
-	if len(groups) == 0 {
-		return
-	}
 	sig := syscall.SIGTERM
 	if grace == 0 {
 		sig = syscall.SIGKILL
 	}
-	for _, g := range groups {
-		_ = syscall.Kill(-g, sig)
+	if !signal(sig) {
+		return
 	}
 	deadline := time.Now().Add(grace)
-	for {
-		alive := false
-		for _, g := range groups {
-			if syscall.Kill(-g, 0) == nil {
-				alive = true
-			}
-		}
-		if !alive {
-			return
-		}
+	for signal(0) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			for _, g := range groups {
-				_ = syscall.Kill(-g, syscall.SIGKILL)
-			}
-			return
+			signal(syscall.SIGKILL)
+			deadline = time.Now().Add(time.Hour) // once
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -593,7 +603,7 @@ func (i *Instance) Exec(ctx context.Context, cmd executor.Cmd) (int, error) {
 	i.mu.Unlock()
 
 	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
+	go func() { done <- i.reap(c) }()
 	var timeout <-chan time.Time
 	if cmd.Timeout > 0 {
 		t := time.NewTimer(cmd.Timeout)
@@ -609,11 +619,14 @@ func (i *Instance) Exec(ctx context.Context, cmd executor.Cmd) (int, error) {
 		why = fmt.Errorf("exec in %s: %q after %s: %w", i.name, cmd.Args, cmd.Timeout, executor.ErrTimeout)
 	}
 	if why != nil {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		i.mu.Lock()
+		if i.pgids[pgid] { // not yet reaped: still ours
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+		i.mu.Unlock()
 		<-done
 	}
 	i.mu.Lock()
-	delete(i.pgids, pgid)
 	if st := c.ProcessState; st != nil {
 		i.cpu += st.UserTime() + st.SystemTime()
 	}
