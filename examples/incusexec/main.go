@@ -58,7 +58,7 @@ func init() {
 	commands = []command{
 		{"setup", "[--network N] [--profile P] [--subnet CIDR] [--nic-name IF] [--pool POOL] [--nat]", "ensure the bridge, the profile and a storage pool; print what changed", cmdSetup},
 		{"image", "import TARBALL --alias A [...] | rm ALIAS", "import a system tarball as an image, or remove an image", cmdImage},
-		{"run", "--image A [--profile P]... [--mount ALIAS=SRC[:ro]]... [--push SRC:DST]... [--pull SRC:DST]... [--user U] [--env K=V]... [--cwd D] [--timeout DUR] [--ready R] [--keep] -- CMD...", "run one command in a fresh ephemeral instance", cmdRun},
+		{"run", "--image A [--profile P]... [--vm] [--mount ALIAS=SRC[:ro]]... [--push SRC:DST]... [--pull SRC:DST]... [--user U] [--env K=V]... [--cwd D] [--timeout DUR] [--ready R] [--keep] -- CMD...", "run one command in a fresh ephemeral instance", cmdRun},
 		{"launch", "--image A [--profile P]... [--name N] [--ephemeral] [--vm] [--ready R]", "create and start an instance; print its name", cmdLaunch},
 		{"exec", "NAME [--user U] [--env K=V]... [--cwd D] [--timeout DUR] -- CMD...", "run a command in an instance; exit with its code", cmdExec},
 		{"push", "NAME SRC DST [-r] [--uid N] [--gid N] [--mode M]", "copy a host file (- for stdin) or directory (-r) into an instance", cmdPush},
@@ -71,7 +71,7 @@ func init() {
 		{"stats", "NAME", "print an instance's resource usage as JSON", cmdStats},
 		{"virt-args", "--image A [--vm] [--profile P]", "print the autopkgtest-virt-incus arguments", cmdVirtArgs},
 		{"gc", "[--older-than DUR] [--networks]", "delete the owner's leftover instances (and its bridge and profile)", cmdGC},
-		{"demo", "[--backend incus|fake] [--debian] [--pool P] [--keep]", "the whole library at work, then clean up", cmdDemo},
+		{"demo", "[--backend incus|fake] [--debian] [--pool P]", "the whole library at work, then clean up", cmdDemo},
 		{"bench", "[--image TARBALL] [--pool P,...] [--runs N] [--concurrency C] [--quick]", "measure incusexec against the incus CLI and the raw API (issue 9)", cmdBench},
 	}
 }
