@@ -169,6 +169,13 @@ func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incus.Instanc
 			return nil, fmt.Errorf("%w: connect to %s: %v", ErrUnavailable, where, err)
 		}
 	}
+	// The client keeps the context it was connected with for every later
+	// request: ctx bounds the connection only, not the backend's life.
+	if wc, ok := c.(interface {
+		WithContext(context.Context) incus.InstanceServer
+	}); ok {
+		c = wc.WithContext(context.Background())
+	}
 	limit := cfg.Reconnect
 	if limit == 0 {
 		limit = DefaultReconnect

@@ -87,3 +87,25 @@ func TestBackendBadInput(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(before, after)
 }
+
+// TestBackendOutlivesConnectContext connects with a context that then ends:
+// the backend must keep working, since hosts connect under a start-up
+// deadline and clean up long after it.
+func TestBackendOutlivesConnectContext(t *testing.T) {
+	is := is.New(t)
+	d := incustest.Shared(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := executor.NewBackend(ctx, executor.Config{Socket: d.Socket, Owner: incustest.UniqueName("outlive-")})
+	is.NoErr(err)
+	defer b.Close()
+	cancel()
+	ex, err := b.Executor(executor.Image{Alias: incustest.BusyboxAlias})
+	is.NoErr(err)
+	bg := context.Background()
+	in, err := ex.Create(bg, executor.Spec{Ephemeral: true})
+	is.NoErr(err) // not "context canceled"
+	is.NoErr(in.Delete(bg))
+	names, err := ex.List(bg)
+	is.NoErr(err)
+	is.Equal(len(names), 0)
+}
