@@ -94,6 +94,7 @@ func TestBackendBadInput(t *testing.T) {
 func TestBackendOutlivesConnectContext(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
+	d.BusyboxImage(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := executor.NewBackend(ctx, executor.Config{Socket: d.Socket, Owner: incustest.UniqueName("outlive-")})
 	is.NoErr(err)
