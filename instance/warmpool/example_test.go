@@ -1,0 +1,52 @@
+package warmpool_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/instance/warmpool"
+	incus "github.com/lxc/incus/v6/client"
+)
+
+// A worker keeps two Debian containers booted ahead of its tasks; each task
+// claims one (in milliseconds instead of a boot) and deletes it when done.
+// Another worker process opening the pool "debian" on the same server
+// shares the instances without ever getting one twice.
+func Example() {
+	ctx := context.Background()
+	c, err := incus.ConnectIncusUnix("", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	m, err := instance.New(c, instance.Config{Owner: "worker"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+	pool, err := warmpool.New(warmpool.Config{
+		Name: "debian", Manager: m, Client: c,
+		Size: 2, Refill: 1, MaxAge: time.Hour,
+		Spec: instance.Spec{
+			Image: "artifact/debian", Profiles: []string{"debusine"}, Ephemeral: true,
+			Ready: instance.Ready{Systemd: true, NIC: "host0", Family: "inet", Timeout: 2 * time.Minute},
+		},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pool.Close(context.Background()) // deletes the unclaimed ones
+
+	in, err := pool.Claim(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer in.Delete(ctx)
+	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+	fmt.Println(code, err)
+}
