@@ -895,8 +895,24 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 		})
 	}
 	r.progress("[%s] throughput: %d tasks, concurrency %d, vs one by one through the CLI, ×%d each side", p.driver, tasks, r.cfg.Concurrency, r.runs)
-	a, b, err := alternate(r.runs, func() (time.Duration, error) { d, err := ours(); settle(); return d, err },
-		func() (time.Duration, error) { d, err := cli(); settle(); return d, err })
+	pid := 0
+	if srv, _, err := incusop.Bind(ctx, r.c).GetServer(); err == nil {
+		pid = srv.Environment.ServerPid
+	}
+	cpuOurs, cpuCLI := &cpuMeter{pid: pid}, &cpuMeter{pid: pid}
+	a, b, err := alternate(r.runs, func() (time.Duration, error) {
+		cpuOurs.start()
+		d, err := ours()
+		cpuOurs.stop()
+		settle()
+		return d, err
+	}, func() (time.Duration, error) {
+		cpuCLI.start()
+		d, err := cli()
+		cpuCLI.stop()
+		settle()
+		return d, err
+	})
 	if err != nil {
 		return fmt.Errorf("throughput: %w", err)
 	}
@@ -908,6 +924,7 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 	}
 	r.t.note("[%s] task steps (medians), incusexec with %d at a time: %s; CLI one by one: %s", p.driver, r.cfg.Concurrency,
 		strings.Join(parts[0], ", "), strings.Join(parts[1], ", "))
+	r.t.note("[%s] during the %d tasks: incusexec: %s; CLI: %s (medians; host figures include other load)", p.driver, tasks, cpuOurs, cpuCLI)
 	r.t.add(fmt.Sprintf("%d tasks (launch, push 1 MiB, run, pull, delete), concurrency %d", tasks, r.cfg.Concurrency),
 		p.driver, sampleOf(a), "the same one by one through the incus CLI", sampleOf(b), 1.0/3)
 	return nil
