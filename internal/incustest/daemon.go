@@ -95,19 +95,9 @@ func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
 		}
 	}()
 
-	logFile, err := os.Create(filepath.Join(dir, "incusd.log"))
-	if err != nil {
+	if err := d.launch(); err != nil {
 		return d, err
 	}
-	defer logFile.Close()
-	d.cmd = exec.Command(IncusdPath, "--group", "root")
-	d.cmd.Env = append(os.Environ(), "INCUS_DIR="+dir)
-	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		return d, fmt.Errorf("start %s: %w", IncusdPath, err)
-	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	log.Info("incusd started", "dir", dir, "pid", d.cmd.Process.Pid)
 
 	if err := d.waitReady(ctx, 60*time.Second); err != nil {
@@ -122,6 +112,27 @@ func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
 		}
 	}
 	return d, nil
+}
+
+// launch starts incusd on d.Dir, appending to its log, and watches for its
+// exit.
+func (d *Daemon) launch() error {
+	logFile, err := os.OpenFile(filepath.Join(d.Dir, "incusd.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(IncusdPath, "--group", "root")
+	cmd.Env = append(os.Environ(), "INCUS_DIR="+d.Dir)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", IncusdPath, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	d.cmd, d.exited = cmd, exited
+	return nil
 }
 
 // ErrUnavailable says that this machine cannot run a private daemon (not

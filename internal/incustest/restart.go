@@ -3,9 +3,6 @@ package incustest
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -15,32 +12,35 @@ import (
 // a host. d.Client is replaced; clients connected before keep their old
 // connections, which is what reconnection tests need.
 func (d *Daemon) Restart(ctx context.Context) error {
+	return d.relaunch(ctx, syscall.SIGTERM, "restart")
+}
+
+// Crash kills incusd with SIGKILL, as a crash or the OOM killer would (its
+// instances, bridges and dnsmasq keep running), and starts it again on the
+// same directory. Unlike Restart, incusd gets no chance to finish or refuse
+// requests in flight: their connections break at once. d.Client is replaced;
+// clients connected before keep their (broken) connections.
+func (d *Daemon) Crash(ctx context.Context) error {
+	return d.relaunch(ctx, syscall.SIGKILL, "crash")
+}
+
+// relaunch sends sig to incusd, waits for it to exit (killing it when ctx
+// ends first) and starts a new one on the same directory.
+func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string) error {
 	if d.cmd == nil || d.cmd.Process == nil {
-		return fmt.Errorf("incustest: restart: daemon not started")
+		return fmt.Errorf("incustest: %s: daemon not started", what)
 	}
-	_ = syscall.Kill(d.cmd.Process.Pid, syscall.SIGTERM)
+	_ = syscall.Kill(d.cmd.Process.Pid, sig)
 	select {
 	case <-d.exited:
 	case <-ctx.Done():
 		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-d.exited
-		return fmt.Errorf("incustest: restart: incusd did not exit on SIGTERM: %w", ctx.Err())
+		return fmt.Errorf("incustest: %s: incusd did not exit on %s: %w", what, sig, ctx.Err())
 	}
-	logFile, err := os.OpenFile(filepath.Join(d.Dir, "incusd.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
+	if err := d.launch(); err != nil {
+		return fmt.Errorf("incustest: %s: %w", what, err)
 	}
-	defer logFile.Close()
-	cmd := exec.Command(IncusdPath, "--group", "root")
-	cmd.Env = append(os.Environ(), "INCUS_DIR="+d.Dir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("incustest: restart %s: %w", IncusdPath, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	d.cmd, d.exited = cmd, exited
 	old := d.Client
 	if err := d.waitReady(ctx, 60*time.Second); err != nil {
 		return err
