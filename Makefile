@@ -11,7 +11,7 @@ TESTTIMEOUT ?= 20m
 FUZZTIME  ?= 20s
 BENCHARGS ?=
 
-.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak clean
+.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak
 
 all: build
 
@@ -48,6 +48,10 @@ demo: incus-up
 ## bench: the benchmark table against the incus CLI (see README.md)
 bench: incus-up
 	$(GO) run ./examples/incusexec bench $(BENCHARGS)
+
+## soak: the long fault-injection loop (100 SIGKILL rounds) and load tests
+soak: deps
+	INCUSEXEC_SOAK=1 $(GO) test -count=1 -timeout 60m -v ./internal/reliability/
 
 ## fuzz: run every fuzz target for FUZZTIME each (seed corpora are in testdata/)
 fuzz:
