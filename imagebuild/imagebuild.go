@@ -109,7 +109,9 @@ type Source struct {
 	// Compression is recognised from the content, not the name.
 	Path string
 	// Reader is read instead of Path when Path is empty (once: an import
-	// from a Reader cannot be retried).
+	// from a Reader cannot be retried). When Reader is also an io.Closer,
+	// Import closes it if ctx ends during the import, so that a read blocked
+	// on a stalled source returns; otherwise the caller must unblock it.
 	Reader io.Reader
 	// Size is the length of Reader's stream for progress reports (Path's is
 	// found by stat).
@@ -410,6 +412,16 @@ func (im *Importer) upload(ctx context.Context, alias string, src Source, opts O
 		return "", "", fmt.Errorf("open source of %s: %w", alias, err)
 	}
 	defer rc.Close()
+	// A read blocked on a stalled source (a pipe, a hung download) does not
+	// see ctx: close the source when ctx ends so that the read returns.
+	unblock := io.Closer(rc)
+	if src.Path == "" {
+		unblock, _ = src.Reader.(io.Closer)
+	}
+	if unblock != nil {
+		stop := context.AfterFunc(ctx, func() { _ = unblock.Close() })
+		defer stop()
+	}
 	meter := &meter{ctx: ctx, r: rc, total: size, progress: opts.Progress, hash: sha256.New()}
 
 	post := api.ImagesPost{Filename: alias}

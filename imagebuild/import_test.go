@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -397,4 +398,47 @@ func TestSkipValidationTrustsTheStream(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(aliasTarget(t, d, img.Alias), img.Fingerprint)
 	is.NoErr(im.Delete(context.Background(), img.Alias))
+}
+
+// TestCancelUnblocksStalledPipe imports from a pipe whose writer stalls after
+// part of an archive, as a hung download would, and cancels: Import must
+// return (closing the pipe to unblock its read) and leave nothing.
+func TestCancelUnblocksStalledPipe(t *testing.T) {
+	is := is.New(t)
+	d := incustest.Shared(t)
+	im := newImporter(t, d)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := range 50 {
+		body := bytes.Repeat([]byte{byte(i)}, 4096)
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("./file%d", i), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+		tw.Write(body)
+	}
+	pr, pw, err := os.Pipe()
+	is.NoErr(err)
+	defer pw.Close() // the writer stays open: the stream stalls, never ends
+	go func() { _, _ = pw.Write(buf.Bytes()[:100<<10]) }()
+
+	before := images(t, d)
+	ctx, cancel := context.WithCancel(context.Background())
+	var once sync.Once
+	opts := imagebuild.Options{Progress: func(read, total int64) {
+		if read >= 100<<10 {
+			once.Do(func() { time.AfterFunc(100*time.Millisecond, cancel) })
+		}
+	}}
+	id := incustest.UniqueName("stall-")
+	done := make(chan error, 1)
+	go func() {
+		_, err := im.Import(ctx, imagebuild.Source{ID: id, Reader: pr}, opts)
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Import still blocked on the stalled pipe 30 s after it was cancelled")
+	}
+	is.True(errors.Is(err, context.Canceled))
+	is.Equal(images(t, d), before)
+	is.Equal(aliasTarget(t, d, "artifact/"+id), "")
 }
