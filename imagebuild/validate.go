@@ -166,11 +166,22 @@ func tarError(err error, after string) error {
 // init. It reads the rest of r after the end-of-archive marker too.
 func Validate(r io.Reader) error {
 	c := newChecker()
-	tr := tar.NewReader(r)
+	cr := &countingReader{r: r}
+	tr := tar.NewReader(cr)
 	last := ""
+	var dataEnd int64 // where the last entry's data (with padding) ends
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
+			// Go's reader also ends at a header boundary with no
+			// end-of-archive blocks; GNU tar in incusd does not.
+			if cr.n == dataEnd {
+				where := "at the start"
+				if last != "" {
+					where = "after " + last
+				}
+				return fmt.Errorf("%w: no end-of-archive marker %s (truncated at an entry boundary?)", ErrBadArchive, where)
+			}
 			break
 		}
 		if err != nil {
@@ -180,10 +191,25 @@ func Validate(r io.Reader) error {
 			return err
 		}
 		last = h.Name
+		dataEnd = cr.n + (h.Size+511)/512*512
 	}
 	if err := c.finish(); err != nil {
 		return err
 	}
 	_, err := io.Copy(io.Discard, r)
 	return err
+}
+
+// countingReader counts the bytes read through it. archive/tar reads no
+// further than it needs, so after Next the count is where the entry's header
+// ends.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -291,3 +291,30 @@ func TestRerootRefusesWhatValidateRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateRequiresEndOfArchive refuses a stream that stops at an entry
+// boundary without the end-of-archive blocks (which Go's reader tolerates
+// and GNU tar in incusd does not), and accepts the same entries with them.
+func TestValidateRequiresEndOfArchive(t *testing.T) {
+	is := is.New(t)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "./sbin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "./sbin/init", Typeflag: tar.TypeReg, Mode: 0o755, Size: 3},
+	} {
+		is.NoErr(tw.WriteHeader(h))
+		if h.Size > 0 {
+			_, err := tw.Write([]byte("#!\n"))
+			is.NoErr(err)
+		}
+	}
+	is.NoErr(tw.Flush()) // entries complete, no end-of-archive blocks yet
+	err := Validate(bytes.NewReader(buf.Bytes()))
+	is.True(errors.Is(err, ErrBadArchive))
+	is.True(strings.Contains(err.Error(), "no end-of-archive marker after ./sbin/init"))
+
+	is.NoErr(tw.Close())
+	is.NoErr(Validate(bytes.NewReader(buf.Bytes())))
+}
