@@ -785,65 +785,22 @@ wait:
 	return errors.Join(errs...)
 }
 
-// empty deletes every instance, image, non-default profile, project, ACL,
-// cluster group, network, custom volume and storage pool cluster-wide and
-// clears the default profile's devices.
+// empty deletes everything the cluster holds (see emptyServer).
 func (c *Cluster) empty(ctx context.Context) error {
 	client := c.runningClient()
 	if client == nil {
 		return errors.New("incustest: no cluster member runs to clean up with")
 	}
+	return emptyServer(ctx, client)
+}
+
+// resetClusterGroups puts every member back in the default group only and
+// deletes the other groups.
+func resetClusterGroups(client incus.InstanceServer) error {
 	var errs []error
 	note := func(what string, err error) {
 		if err != nil && !api.StatusErrorCheck(err, 404) {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-		}
-	}
-	wait := func(what string, op incus.Operation, err error) {
-		if err == nil {
-			err = op.WaitContext(ctx)
-		}
-		note(what, err)
-	}
-	projects, err := client.GetProjectNames()
-	note("list projects", err)
-	for _, project := range projects {
-		pc := client.UseProject(project)
-		insts, err := pc.GetInstances(api.InstanceTypeAny)
-		note("list instances", err)
-		for _, in := range insts {
-			if in.StatusCode != api.Stopped {
-				op, err := pc.UpdateInstanceState(in.Name, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, "")
-				wait("stop instance "+in.Name, op, err)
-			}
-			op, err := pc.DeleteInstance(in.Name)
-			wait("delete instance "+in.Name, op, err)
-		}
-		fps, err := pc.GetImageFingerprints()
-		note("list images", err)
-		for _, fp := range fps {
-			op, err := pc.DeleteImage(fp)
-			wait("delete image "+fp, op, err)
-		}
-		profiles, err := pc.GetProfileNames()
-		note("list profiles", err)
-		for _, p := range profiles {
-			if p != "default" {
-				note("delete profile "+p, pc.DeleteProfile(p))
-			}
-		}
-		acls, err := pc.GetNetworkACLNames()
-		note("list ACLs", err)
-		for _, a := range acls {
-			note("delete ACL "+a, pc.DeleteNetworkACL(a))
-		}
-	}
-	note("clear default profile", c.updateDefaultProfile(func(p *api.ProfilePut) {
-		p.Devices = map[string]map[string]string{}
-	}))
-	for _, project := range projects {
-		if project != "default" {
-			note("delete project "+project, client.DeleteProject(project))
 		}
 	}
 	groups, err := client.GetClusterGroupNames()
@@ -863,25 +820,6 @@ func (c *Cluster) empty(ctx context.Context) error {
 				note("delete cluster group "+g, client.DeleteClusterGroup(g))
 			}
 		}
-	}
-	nets, err := client.GetNetworks()
-	note("list networks", err)
-	for _, n := range nets {
-		if n.Managed {
-			note("delete network "+n.Name, client.DeleteNetwork(n.Name))
-		}
-	}
-	pools, err := client.GetStoragePoolNames()
-	note("list pools", err)
-	for _, p := range pools {
-		vols, err := client.GetStoragePoolVolumes(p)
-		note("list volumes", err)
-		for _, v := range vols {
-			if v.Type == "custom" {
-				note("delete volume "+v.Name, client.UseTarget(v.Location).DeleteStoragePoolVolume(p, v.Type, v.Name))
-			}
-		}
-		note("delete pool "+p, client.DeleteStoragePool(p))
 	}
 	return errors.Join(errs...)
 }

@@ -345,12 +345,25 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 // storage volume, and clears the default profile's devices, leaving the
 // daemon as it was before Start's set-up. Stop calls it first.
 func (d *Daemon) Empty(ctx context.Context) error {
-	c := d.Client
+	return emptyServer(ctx, d.Client)
+}
+
+// emptyServer deletes every instance, image, non-default profile, project,
+// ACL, network, custom volume and storage pool that c can see, and clears
+// the default profile's devices; on a cluster it also resets members' groups
+// and deletes the non-default cluster groups.
+func emptyServer(ctx context.Context, c incus.InstanceServer) error {
 	var errs []error
 	note := func(what string, err error) {
 		if err != nil && !api.StatusErrorCheck(err, 404) {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 		}
+	}
+	wait := func(what string, op incus.Operation, err error) {
+		if err == nil {
+			err = op.WaitContext(ctx)
+		}
+		note(what, err)
 	}
 	projects, err := c.GetProjectNames()
 	note("list projects", err)
@@ -361,25 +374,16 @@ func (d *Daemon) Empty(ctx context.Context) error {
 		for _, in := range insts {
 			if in.StatusCode != api.Stopped {
 				op, err := pc.UpdateInstanceState(in.Name, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, "")
-				if err == nil {
-					err = op.WaitContext(ctx)
-				}
-				note("stop instance "+in.Name, err)
+				wait("stop instance "+in.Name, op, err)
 			}
 			op, err := pc.DeleteInstance(in.Name)
-			if err == nil {
-				err = op.WaitContext(ctx)
-			}
-			note("delete instance "+in.Name, err)
+			wait("delete instance "+in.Name, op, err)
 		}
 		fps, err := pc.GetImageFingerprints()
 		note("list images", err)
 		for _, fp := range fps {
 			op, err := pc.DeleteImage(fp)
-			if err == nil {
-				err = op.WaitContext(ctx)
-			}
-			note("delete image "+fp, err)
+			wait("delete image "+fp, op, err)
 		}
 		profiles, err := pc.GetProfileNames()
 		note("list profiles", err)
@@ -394,13 +398,16 @@ func (d *Daemon) Empty(ctx context.Context) error {
 			note("delete ACL "+a, pc.DeleteNetworkACL(a))
 		}
 	}
-	note("clear default profile", d.updateDefaultProfile(func(p *api.ProfilePut) {
+	note("clear default profile", (&Daemon{Client: c}).updateDefaultProfile(func(p *api.ProfilePut) {
 		p.Devices = map[string]map[string]string{}
 	}))
 	for _, project := range projects {
 		if project != "default" {
 			note("delete project "+project, c.DeleteProject(project))
 		}
+	}
+	if c.IsClustered() {
+		note("reset cluster groups", resetClusterGroups(c))
 	}
 	nets, err := c.GetNetworks()
 	note("list networks", err)
@@ -416,7 +423,11 @@ func (d *Daemon) Empty(ctx context.Context) error {
 		note("list volumes", err)
 		for _, v := range vols {
 			if v.Type == "custom" {
-				note("delete volume "+v.Name, c.DeleteStoragePoolVolume(p, v.Type, v.Name))
+				vc := c
+				if c.IsClustered() && v.Location != "" {
+					vc = c.UseTarget(v.Location)
+				}
+				note("delete volume "+v.Name, vc.DeleteStoragePoolVolume(p, v.Type, v.Name))
 			}
 		}
 		note("delete pool "+p, c.DeleteStoragePool(p))
