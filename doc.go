@@ -26,6 +26,9 @@
 //     /data/<hash of alias>, reference-counted per instance and alias, with an
 //     allowlist of source roots as the boundary between a task and the host's
 //     files; a second implementation bind-mounts for hosts without Incus.
+//   - instance/warmpool keeps instances created (and optionally booted) ahead
+//     of demand; a claim takes one by compare-and-swap on its configuration,
+//     safe across goroutines and processes.
 //   - executor assembles the four from one configuration into the interfaces a
 //     host programs against: an Executor bound to an image that creates
 //     Instances. executor/fake is an in-memory executor for hosts' tests and
@@ -49,8 +52,13 @@
 // mount.ErrNotAllowed, ...) for errors.Is; logging goes to an injected
 // *slog.Logger.
 //
+// On a cluster the same calls work through any member over HTTPS with a client
+// certificate: placement by member, cluster group or scheduler, images
+// imported once, bridges defined per member.
+//
 // The reference binary examples/incusexec is a thin command line over the
-// library; `make demo` runs its demo against a real daemon, and `make test`
+// library; `make demo` runs its demo against a real daemon, `make bench` the
+// benchmark suite of internal/bench against the incus CLI, and `make test`
 // runs the unit tests, the fakes' tests and the integration tests against
-// private incusd daemons started by internal/incustest.
+// private incusd daemons and clusters started by internal/incustest.
 package incusexec
