@@ -43,11 +43,9 @@ import (
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
-	"github.com/lxc/incus/v6/shared/api"
 )
 
 func main() {
@@ -123,7 +121,8 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 	if err != nil {
 		return fmt.Errorf("connect to Incus: %w", err)
 	}
-	pool, madePool, err := ensurePool(ctx, c, o.pool, o.owner)
+	pool, madePool, err := executor.EnsurePool(ctx, c, executor.PoolSpec{Name: o.pool, Fallback: "debusine-example",
+		Owner: o.owner, Description: "created by the debusine example for " + o.owner})
 	if err != nil {
 		return err
 	}
@@ -140,7 +139,7 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 		if madePool {
 			cctx, cancel := cleanupCtx()
 			defer cancel()
-			err = errors.Join(err, incusop.Bind(cctx, c).DeleteStoragePool(pool))
+			err = errors.Join(err, executor.RemovePool(cctx, c, pool, o.owner))
 		}
 		return err
 	}
@@ -166,7 +165,7 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 			removed = append(removed, ch.Kind+" "+ch.Name)
 		}
 		if madePool && cerr == nil {
-			if perr := incusop.Bind(cctx, c).DeleteStoragePool(pool); perr != nil {
+			if perr := executor.RemovePool(cctx, c, pool, o.owner); perr != nil {
 				err = errors.Join(err, perr)
 			} else {
 				removed = append(removed, "storage-pool "+pool)
@@ -333,31 +332,6 @@ echo "built hello $version"
 		}
 	}
 	return nil
-}
-
-// ensurePool returns the pool to use, creating a dir pool when there is
-// none (a fresh daemon has none; the library does not manage pools).
-func ensurePool(ctx context.Context, c incus.InstanceServer, name, owner string) (string, bool, error) {
-	names, err := incusop.Bind(ctx, c).GetStoragePoolNames()
-	if err != nil {
-		return "", false, fmt.Errorf("storage pools: %w", err)
-	}
-	switch {
-	case name != "" && slices.Contains(names, name):
-		return name, false, nil
-	case name == "" && slices.Contains(names, "default"):
-		return "default", false, nil
-	case name == "" && len(names) > 0:
-		return names[0], false, nil
-	case name == "":
-		name = "debusine-example"
-	}
-	err = incusop.Bind(ctx, c).CreateStoragePool(api.StoragePoolsPost{Name: name, Driver: "dir",
-		StoragePoolPut: api.StoragePoolPut{Description: "created by the debusine example for " + owner}})
-	if err != nil {
-		return "", false, fmt.Errorf("create storage pool %s: %w", name, err)
-	}
-	return name, true, nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -19,10 +19,7 @@ import (
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/internal/bench"
-	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/netbridge"
-	incus "github.com/lxc/incus/v6/client"
-	"github.com/lxc/incus/v6/shared/api"
 )
 
 // placeholderImage binds the executor that commands on existing instances
@@ -217,7 +214,7 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 		return nil, err
 	}
 	defer b0.Close()
-	pool, created, err := ensurePool(ctx, b0.Client(), ps.Pool, cfg.Owner)
+	pool, created, err := executor.EnsurePool(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner})
 	if err != nil {
 		return nil, err
 	}
@@ -229,49 +226,11 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 		if created {
 			cctx, cancel := cleanupCtx(ctx)
 			defer cancel()
-			_ = deletePool(cctx, b0.Client(), pool)
+			_ = executor.RemovePool(cctx, b0.Client(), pool, cfg.Owner)
 		}
 		return nil, err
 	}
 	return &setupResult{backend: b, pool: pool, poolCreated: created, nat: ns.NAT}, nil
-}
-
-// ensurePool returns the pool to use, creating a dir pool when the named
-// one (or, with none named, any) is missing. The library does not manage
-// storage pools; a fresh daemon has none.
-func ensurePool(ctx context.Context, c incus.InstanceServer, name, owner string) (string, bool, error) {
-	c = incusop.Bind(ctx, c)
-	names, err := c.GetStoragePoolNames()
-	if err != nil {
-		return "", false, fmt.Errorf("storage pools: %w", err)
-	}
-	if name == "" {
-		switch {
-		case slices.Contains(names, "default"):
-			return "default", false, nil
-		case len(names) > 0:
-			return names[0], false, nil
-		}
-		name = "incusexec"
-	}
-	if slices.Contains(names, name) {
-		return name, false, nil
-	}
-	err = c.CreateStoragePool(api.StoragePoolsPost{
-		Name: name, Driver: "dir",
-		StoragePoolPut: api.StoragePoolPut{Description: "created by incusexec for " + owner},
-	})
-	if err != nil {
-		return "", false, fmt.Errorf("create storage pool %s (driver dir): %w", name, err)
-	}
-	return name, true, nil
-}
-
-func deletePool(ctx context.Context, c incus.InstanceServer, name string) error {
-	if err := incusop.Bind(ctx, c).DeleteStoragePool(name); err != nil && !api.StatusErrorCheck(err, 404) {
-		return fmt.Errorf("delete storage pool %s: %w", name, err)
-	}
-	return nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {

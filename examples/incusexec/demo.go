@@ -239,7 +239,7 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 			removed = append(removed, c.Kind+" "+c.Name)
 		}
 		if res.poolCreated && cerr == nil {
-			if perr := deletePool(ctx, b.Client(), res.pool); perr != nil {
+			if perr := executor.RemovePool(ctx, b.Client(), res.pool, cfg.Owner); perr != nil {
 				err = errors.Join(err, perr)
 			} else {
 				removed = append(removed, "storage-pool "+res.pool)

@@ -50,7 +50,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,7 +64,6 @@ import (
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
-	"github.com/lxc/incus/v6/shared/api"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -167,7 +165,8 @@ func (g *gateway) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	pool, madePool, err := ensurePool(ctx, g.client, g.o.pool, g.o.owner)
+	pool, madePool, err := executor.EnsurePool(ctx, g.client, executor.PoolSpec{Name: g.o.pool, Fallback: "ism-example",
+		Owner: g.o.owner, Description: "created by the ism example for " + g.o.owner})
 	if err != nil {
 		return err
 	}
@@ -470,7 +469,7 @@ func (g *gateway) shutdown(ctx context.Context, madePool bool, pool string) erro
 		removed = append(removed, c.Kind+" "+c.Name)
 	}
 	if madePool && err == nil {
-		if err := incusop.Bind(ctx, g.client).DeleteStoragePool(pool); err != nil {
+		if err := executor.RemovePool(ctx, g.client, pool, g.o.owner); err != nil {
 			errs = append(errs, err)
 		} else {
 			removed = append(removed, "storage-pool "+pool)
@@ -533,31 +532,6 @@ func buildServer(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("build the server: %v: %s", err, b)
 	}
 	return out, nil
-}
-
-// ensurePool returns the pool to use, creating a dir pool when there is
-// none (a fresh daemon has none; the library does not manage pools).
-func ensurePool(ctx context.Context, c incus.InstanceServer, name, owner string) (string, bool, error) {
-	names, err := incusop.Bind(ctx, c).GetStoragePoolNames()
-	if err != nil {
-		return "", false, fmt.Errorf("storage pools: %w", err)
-	}
-	switch {
-	case name != "" && slices.Contains(names, name):
-		return name, false, nil
-	case name == "" && slices.Contains(names, "default"):
-		return "default", false, nil
-	case name == "" && len(names) > 0:
-		return names[0], false, nil
-	case name == "":
-		name = "ism-example"
-	}
-	err = incusop.Bind(ctx, c).CreateStoragePool(api.StoragePoolsPost{Name: name, Driver: "dir",
-		StoragePoolPut: api.StoragePoolPut{Description: "created by the ism example for " + owner}})
-	if err != nil {
-		return "", false, fmt.Errorf("create storage pool %s: %w", name, err)
-	}
-	return name, true, nil
 }
 
 // busyboxSystemTarball is a system tarball (a root file system, entries
