@@ -26,9 +26,13 @@ type Cmd struct {
 	// Dir is the working directory (the user's home when empty).
 	Dir string
 	// User is "" or "root", a user name, a numeric uid, or "uid:gid". A
-	// named user missing from /etc/passwd is created (Config.CreateUser); a
-	// numeric one runs as is.
+	// named user missing from /etc/passwd is created as EnsureUser does
+	// (unless NoCreateUser); a numeric one runs as is.
 	User string
+	// NoCreateUser makes a named User missing from /etc/passwd an error
+	// wrapping ErrUser and ErrNotFound instead of creating it, for callers
+	// that create users explicitly (EnsureUser).
+	NoCreateUser bool
 	// Group is a group name or gid; the user's primary group when empty.
 	Group string
 	// Stdin feeds the command (end of file at once when nil). A reader that
@@ -53,7 +57,8 @@ type Cmd struct {
 // timeout it wraps ErrTimeout, on ctx's end ctx's error (the status is then
 // the killed command's, or -1); it wraps ErrExec when the command could not
 // be run or its end not seen, ErrNotRunning when the instance is not running,
-// and ErrUser when the user cannot be provided.
+// and ErrUser when the user cannot be provided (with ErrNotFound too when
+// NoCreateUser forbids creating it).
 func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
 		return -1, fmt.Errorf("%w: instance %s: exec: empty command", ErrInvalid, in.name)
@@ -72,7 +77,7 @@ func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 			return -1, fmt.Errorf("%w: instance %s: exec: environment variable %q: empty name, or '=' or NUL in it", ErrInvalid, in.name, k)
 		}
 	}
-	acct, err := in.account(ctx, cmd.User, cmd.Group)
+	acct, err := in.account(ctx, cmd.User, cmd.Group, !cmd.NoCreateUser)
 	if err != nil {
 		return -1, err
 	}

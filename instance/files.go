@@ -367,3 +367,24 @@ func fileErr(ctx context.Context, name, action, p string, err error) error {
 	}
 	return fmt.Errorf("instance %s: %s %s: %w", name, action, p, err)
 }
+
+// Stat returns the metadata of p (absolute) in the instance, through an
+// SFTP session. A symbolic link is described itself, not followed (lstat).
+// Size is that of the entry as the server reports it. A missing path is an
+// error wrapping ErrNotFound, a relative one ErrInvalid.
+func (in *Instance) Stat(ctx context.Context, p string) (FileInfo, error) {
+	p, err := cleanAbs(p, "path")
+	if err != nil {
+		return FileInfo{}, err
+	}
+	c, done, err := in.sftpSession(ctx, forRead)
+	if err != nil {
+		return FileInfo{}, ctxErr(ctx, err)
+	}
+	defer done()
+	st, err := c.Lstat(p)
+	if err != nil {
+		return FileInfo{}, fileErr(ctx, in.name, "stat", p, err)
+	}
+	return infoOf(st), nil
+}

@@ -164,6 +164,11 @@ type Spec struct {
 // Create creates an instance from spec, starts it (unless NoStart) and waits
 // until it is ready by spec.Ready. When anything fails, or ctx ends, the
 // instance is deleted again: Create leaves an instance that is up, or none.
+//
+// A creation that fails because the server has not brought a network up
+// yet (status 503, `Network "x" unavailable on this server`, seen for a
+// moment after the daemon restarts) is retried, after 100 ms doubling up to
+// 2 s, until ctx ends; no other failure is retried.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 	req, err := m.request(spec)
 	if err != nil {
@@ -184,6 +189,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 		c = t.UseTarget(spec.Target)
 	}
 	const attempts = 8
+	backoff := networkRetryStart
 	for attempt := 1; ; attempt++ {
 		name := spec.Name
 		if name == "" {
@@ -208,6 +214,21 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 			m.log.Debug("instance name taken; retrying", "name", name)
 			continue
 		}
+		if isNetworkUnavailable(err) && ctx.Err() == nil {
+			// Right after a daemon (re)start, its networks come up a
+			// moment after it answers: retry while ctx allows.
+			m.log.Info("network not yet available; retrying creation", "name", name, "in", backoff, "err", err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+				backoff = min(2*backoff, networkRetryMax)
+				attempt--
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+			}
+		}
 		return nil, err
 	}
 	in := m.Instance(req.Name)
@@ -219,6 +240,22 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 		return nil, errors.Join(err, in.discard(ctx))
 	}
 	return in, nil
+}
+
+// Backoff of Create's retries while a network is unavailable.
+const (
+	networkRetryStart = 100 * time.Millisecond
+	networkRetryMax   = 2 * time.Second
+)
+
+// isNetworkUnavailable reports the error a daemon gives, with status 503,
+// when an instance's NIC needs a network it has not brought up yet (as
+// happens for a moment after it starts): `Network "x" unavailable on this
+// server`. When the failure comes from the start inside the creation
+// operation, the status is lost and only the message says it.
+func isNetworkUnavailable(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "network ") && strings.Contains(msg, "unavailable on this server")
 }
 
 // request validates spec and builds the creation request, without a name.

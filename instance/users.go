@@ -86,9 +86,34 @@ func ValidateUserName(name string) error {
 	return nil
 }
 
-// account resolves (and creates where needed) the user and group a command
-// runs as. Results are cached on the handle.
-func (in *Instance) account(ctx context.Context, user, group string) (account, error) {
+// User is a user of an instance, as EnsureUser returns it.
+type User struct {
+	Name     string
+	UID, GID int
+	Home     string
+}
+
+// EnsureUser returns the user called name, creating it first when it is
+// not in /etc/passwd: by Config.CreateUser when set, else useradd (a system
+// user with its own group and a home under /home) or, where the instance
+// has no useradd, new lines in /etc/passwd and /etc/group and a home
+// directory. It is idempotent: an existing user is returned as it is.
+// A bad name is an error wrapping ErrInvalid; a failed creation ErrUser.
+// The instance must be running.
+func (in *Instance) EnsureUser(ctx context.Context, name string) (User, error) {
+	if err := ValidateUserName(name); err != nil {
+		return User{}, err
+	}
+	a, err := in.account(ctx, name, "", true)
+	if err != nil {
+		return User{}, err
+	}
+	return User{Name: a.name, UID: int(a.uid), GID: int(a.gid), Home: a.home}, nil
+}
+
+// account resolves (and, with create, creates where needed) the user and
+// group a command runs as. Results are cached on the handle.
+func (in *Instance) account(ctx context.Context, user, group string, create bool) (account, error) {
 	if (user == "" || user == "root") && (group == "" || group == "root" || group == "0") {
 		return rootAccount, nil
 	}
@@ -98,7 +123,7 @@ func (in *Instance) account(ctx context.Context, user, group string) (account, e
 	if a, ok := in.users[key]; ok {
 		return a, nil
 	}
-	a, err := in.resolveUser(ctx, user)
+	a, err := in.resolveUser(ctx, user, create)
 	if err != nil {
 		return account{}, err
 	}
@@ -114,7 +139,7 @@ func (in *Instance) account(ctx context.Context, user, group string) (account, e
 	return a, nil
 }
 
-func (in *Instance) resolveUser(ctx context.Context, user string) (account, error) {
+func (in *Instance) resolveUser(ctx context.Context, user string, mayCreate bool) (account, error) {
 	if user == "" || user == "root" {
 		return rootAccount, nil
 	}
@@ -140,6 +165,9 @@ func (in *Instance) resolveUser(ctx context.Context, user string) (account, erro
 	}
 	if e, ok := find(users, user); ok {
 		return account{name: e.name, uid: e.uid, gid: e.gid, home: e.home}, nil
+	}
+	if !mayCreate {
+		return account{}, fmt.Errorf("%w %s: %w in /etc/passwd of instance %s (not created: Cmd.NoCreateUser)", ErrUser, user, ErrNotFound, in.name)
 	}
 	create := in.m.cfg.CreateUser
 	if create == nil {

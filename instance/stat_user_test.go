@@ -1,0 +1,160 @@
+package instance_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
+	"github.com/matryer/is"
+)
+
+func TestStat(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	ctx := ctxFor(t, time.Minute)
+	is.NoErr(in.Push(ctx, "/srv/d/f", strings.NewReader("hello\n"), instance.FileOptions{UID: 1234, GID: 99, Mode: 0o640, Parents: true}))
+	run(t, in, "sh", "-c", "chown 1234:99 /srv/d && chmod 0750 /srv/d && ln -s /srv/d/f /srv/link")
+
+	st, err := in.Stat(ctx, "/srv/d/f")
+	is.NoErr(err)
+	is.Equal(st, instance.FileInfo{Mode: 0o640, UID: 1234, GID: 99, Size: 6})
+
+	st, err = in.Stat(ctx, "/srv/d/")
+	is.NoErr(err)
+	is.True(st.Mode.IsDir())
+	is.Equal(st.Mode.Perm(), fs.FileMode(0o750))
+	is.Equal([]int{st.UID, st.GID}, []int{1234, 99})
+
+	st, err = in.Stat(ctx, "/srv/link") // the link itself, not its target
+	is.NoErr(err)
+	is.Equal(st.Mode.Type(), fs.ModeSymlink)
+
+	_, err = in.Stat(ctx, "/srv/missing")
+	is.True(errors.Is(err, instance.ErrNotFound))
+	is.True(strings.Contains(err.Error(), "/srv/missing"))
+	_, err = in.Stat(ctx, "srv/d/f")
+	is.True(errors.Is(err, instance.ErrInvalid))
+
+	_, err = m.Instance(incustest.UniqueName("gone-")).Stat(ctx, "/etc")
+	is.True(errors.Is(err, instance.ErrNotFound))
+}
+
+func TestEnsureUser(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	ctx := ctxFor(t, time.Minute)
+
+	// Exec with NoCreateUser refuses a user that does not exist, and
+	// leaves /etc/passwd alone.
+	_, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}, User: "builder", NoCreateUser: true})
+	is.True(errors.Is(err, instance.ErrUser))
+	is.True(errors.Is(err, instance.ErrNotFound))
+	is.Equal(run(t, in, "sh", "-c", "grep -c ^builder: /etc/passwd || true"), "0")
+
+	u, err := in.EnsureUser(ctx, "builder")
+	is.NoErr(err)
+	is.Equal(u.Name, "builder")
+	is.Equal(u.Home, "/home/builder")
+	is.True(u.UID >= 1000)
+	is.Equal(u.UID, u.GID)
+	st, err := in.Stat(ctx, u.Home)
+	is.NoErr(err)
+	is.True(st.Mode.IsDir())
+	is.Equal([]int{st.UID, st.GID}, []int{u.UID, u.GID})
+
+	// Idempotent, also through a fresh handle (no cache).
+	again, err := m.Instance(in.Name()).EnsureUser(ctx, "builder")
+	is.NoErr(err)
+	is.Equal(again, u)
+	is.Equal(run(t, in, "grep", "-c", "^builder:", "/etc/passwd"), "1")
+
+	// Now it exists, NoCreateUser runs as it.
+	var out strings.Builder
+	code, err := m.Instance(in.Name()).Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "id -u; echo $HOME"}, User: "builder", NoCreateUser: true, Stdout: &out})
+	is.NoErr(err)
+	is.Equal(code, 0)
+	is.Equal(out.String(), strings.Join([]string{strconv.Itoa(u.UID), u.Home, ""}, "\n"))
+
+	// An existing system user is returned as it is.
+	nobody, err := in.EnsureUser(ctx, "nobody")
+	is.NoErr(err)
+	is.Equal(nobody.UID, 65534)
+
+	for _, bad := range []string{"", "Root", "1abc", "a b", strings.Repeat("a", 33)} {
+		_, err := in.EnsureUser(ctx, bad)
+		if !errors.Is(err, instance.ErrInvalid) {
+			t.Errorf("EnsureUser(%q): %v, want ErrInvalid", bad, err)
+		}
+	}
+
+	// A Config.CreateUser hook is what creates the user.
+	refused := errors.New("refused by hook")
+	_, m2, _ := setup(t, instance.Config{CreateUser: func(context.Context, *instance.Instance, string) error { return refused }})
+	_, err = m2.Instance(in.Name()).EnsureUser(ctx, "other")
+	is.True(errors.Is(err, refused))
+	is.True(errors.Is(err, instance.ErrUser))
+}
+
+// unavailableNetwork is the real client whose first creations fail as a
+// daemon refuses them for a moment after a restart, before its networks are
+// up: a window too short to hit on demand.
+type unavailableNetwork struct {
+	instance.Client
+	refusals atomic.Int32
+	other    error // returned instead, once, when set
+}
+
+func (u *unavailableNetwork) CreateInstance(req api.InstancesPost) (incus.Operation, error) {
+	if u.other != nil {
+		err := u.other
+		u.other = nil
+		return nil, err
+	}
+	if u.refusals.Add(-1) >= 0 {
+		return nil, api.StatusErrorf(503, "Failed to start device %q: Network %q unavailable on this server", "eth0", "incusbr0")
+	}
+	return u.Client.CreateInstance(req)
+}
+
+func TestCreateRetriesUnavailableNetwork(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{})
+	c := &unavailableNetwork{Client: d.Client}
+	c.refusals.Store(3)
+	m2, err := instance.New(c, instance.Config{Owner: m.Owner()})
+	is.NoErr(err)
+	defer m2.Close()
+	in := launch(t, m2, instance.Spec{})
+	is.Equal(c.refusals.Load(), int32(-1)) // three refusals, then the creation
+	st, err := in.Status(ctxFor(t, time.Minute))
+	is.NoErr(err)
+	is.Equal(st, api.Running)
+
+	// Not retried: ctx ends first, or another error.
+	c.refusals.Store(1000)
+	_, err = m2.Create(ctxFor(t, 500*time.Millisecond), instance.Spec{Image: incustest.BusyboxAlias})
+	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(c.refusals.Load() > 990) // a few attempts, not a busy loop
+	c.refusals.Store(0)
+	c.other = api.StatusErrorf(503, "Storage pool %q unavailable on this server", "p")
+	_, err = m2.Create(ctxFor(t, time.Minute), instance.Spec{Image: incustest.BusyboxAlias})
+	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(strings.Contains(err.Error(), "Storage pool"))
+	left, err := m.List(ctxFor(t, time.Minute))
+	is.NoErr(err)
+	is.Equal(len(left), 1)
+}
