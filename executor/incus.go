@@ -27,13 +27,9 @@ type Backend struct {
 	client incus.InstanceServer
 
 	instances *instance.Manager
-	// creator is a second instance manager whose commands create missing
-	// users: CreateUser runs through it, while Exec through instances
-	// refuses a user that does not exist.
-	creator  *instance.Manager
-	mounts   *mount.Manager
-	images   *imagebuild.Importer
-	networks *netbridge.Manager
+	mounts    *mount.Manager
+	images    *imagebuild.Importer
+	networks  *netbridge.Manager
 
 	network *netbridge.Network
 	profile *netbridge.Profile
@@ -58,16 +54,8 @@ func NewBackend(ctx context.Context, cfg Config) (*Backend, error) {
 	if b.cfg.Profiles == nil {
 		b.cfg.Profiles = []string{"default"}
 	}
-	icfg := instance.Config{Owner: cfg.Owner, Prefix: cfg.Prefix, StopGrace: cfg.StopGrace, Logger: log,
-		CreateUser: func(_ context.Context, in *instance.Instance, user string) error {
-			return fmt.Errorf("%w: user %s in instance %s (CreateUser makes it)", ErrNotFound, user, in.Name())
-		}}
+	icfg := instance.Config{Owner: cfg.Owner, Prefix: cfg.Prefix, StopGrace: cfg.StopGrace, Logger: log}
 	if b.instances, err = instance.New(c, icfg); err != nil {
-		return nil, mapErr(err)
-	}
-	icfg.CreateUser = nil
-	if b.creator, err = instance.New(c, icfg); err != nil {
-		b.instances.Close()
 		return nil, mapErr(err)
 	}
 	if b.mounts, err = mount.New(mount.Config{Client: c, AllowedRoots: cfg.AllowedRoots, Owner: cfg.Owner, Logger: log}); err != nil {
@@ -121,13 +109,10 @@ func (b *Backend) ensureNetwork(ctx context.Context) error {
 // Close releases the backend's event listeners. Instances, images, mounts
 // and the bridge stay.
 func (b *Backend) Close() error {
-	var errs []error
-	for _, m := range []*instance.Manager{b.instances, b.creator} {
-		if m != nil {
-			errs = append(errs, m.Close())
-		}
+	if b.instances == nil {
+		return nil
 	}
-	return errors.Join(errs...)
+	return b.instances.Close()
 }
 
 // Client returns the backend's connection, for what the interfaces do not

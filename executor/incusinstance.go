@@ -1,22 +1,15 @@
 package executor
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/lxc/incus/v6/shared/api"
-	"github.com/pkg/sftp"
 )
 
 // IncusInstance is an Instance of the Incus backend.
@@ -90,7 +83,7 @@ func (i *IncusInstance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 		return -1, fmt.Errorf("exec in %s: %w: empty command", i.Name(), ErrInvalid)
 	}
 	code, err := i.in.Exec(ctx, instance.Cmd{
-		Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir, User: cmd.User, Group: cmd.Group,
+		Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir, User: cmd.User, Group: cmd.Group, NoCreateUser: true,
 		Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, Timeout: cmd.Timeout,
 	})
 	return code, mapErr(err)
@@ -117,54 +110,21 @@ func (i *IncusInstance) Pull(ctx context.Context, src string, w io.Writer) (File
 	return FileInfo{Path: src, Mode: info.Mode, UID: info.UID, GID: info.GID, Size: info.Size}, nil
 }
 
-// Stat returns the metadata of p, through an SFTP session.
+// Stat returns the metadata of p (a symbolic link itself, not followed).
 func (i *IncusInstance) Stat(ctx context.Context, p string) (FileInfo, error) {
 	cp, err := CleanPath(p)
 	if err != nil {
 		return FileInfo{}, err
 	}
-	conn, err := incusop.Bind(ctx, i.e.b.client).GetInstanceFileSFTPConn(i.Name())
+	st, err := i.in.Stat(ctx, cp)
 	if err != nil {
-		return FileInfo{}, i.statusErr(ctx, "stat "+p, err)
+		return FileInfo{}, mapErr(err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
-	defer conn.Close()
-	c, err := sftp.NewClientPipe(conn, conn)
-	if err != nil {
-		return FileInfo{}, i.statusErr(ctx, "stat "+p, err)
-	}
-	defer c.Close()
-	st, err := c.Lstat(cp)
-	if err != nil {
-		if ctx.Err() != nil {
-			return FileInfo{}, fmt.Errorf("instance %s: stat %s: %w", i.Name(), p, context.Cause(ctx))
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			return FileInfo{}, fmt.Errorf("instance %s: stat %s: %w", i.Name(), p, ErrNotFound)
-		}
-		return FileInfo{}, fmt.Errorf("instance %s: stat %s: %w", i.Name(), p, err)
-	}
-	info := FileInfo{Path: p, Mode: st.Mode()}
-	if fst, ok := st.Sys().(*sftp.FileStat); ok {
-		info.UID, info.GID = int(fst.UID), int(fst.GID)
-	}
-	if st.Mode().IsRegular() {
-		info.Size = st.Size()
+	info := FileInfo{Path: p, Mode: st.Mode, UID: st.UID, GID: st.GID}
+	if st.Mode.IsRegular() {
+		info.Size = st.Size
 	}
 	return info, nil
-}
-
-// statusErr turns a failure to reach the instance into ErrNotFound or
-// ErrNotRunning where the instance's status explains it.
-func (i *IncusInstance) statusErr(ctx context.Context, what string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("instance %s: %s: %w", i.Name(), what, context.Cause(ctx))
-	}
-	if api.StatusErrorCheck(err, 404) {
-		return fmt.Errorf("instance %s: %s: %w: %w", i.Name(), what, ErrNotFound, err)
-	}
-	return fmt.Errorf("instance %s: %s: %w", i.Name(), what, err)
 }
 
 // Mkdir creates dir and its missing parents; an existing directory is
@@ -204,47 +164,14 @@ func (i *IncusInstance) PullTree(ctx context.Context, src, hostDir string) error
 }
 
 // CreateUser creates the user (useradd where the image has it, else
-// /etc/passwd and /etc/group are edited) and returns it.
+// /etc/passwd and /etc/group are edited) and returns it; an existing user
+// is returned as it is.
 func (i *IncusInstance) CreateUser(ctx context.Context, name string) (User, error) {
-	if err := instance.ValidateUserName(name); err != nil {
-		return User{}, mapErr(err)
-	}
-	creator := i.e.b.creator.Instance(i.Name())
-	var stderr bytes.Buffer
-	code, err := creator.Exec(ctx, instance.Cmd{Args: []string{"true"}, User: name, Stderr: &stderr})
+	u, err := i.in.EnsureUser(ctx, name)
 	if err != nil {
 		return User{}, mapErr(err)
 	}
-	if code != 0 {
-		return User{}, fmt.Errorf("instance %s: create user %s: `true` as the user exited with %d: %s", i.Name(), name, code, strings.TrimSpace(stderr.String()))
-	}
-	var passwd bytes.Buffer
-	if _, err := i.in.Pull(ctx, "/etc/passwd", &passwd); err != nil {
-		return User{}, mapErr(err)
-	}
-	u, ok := lookupPasswd(passwd.Bytes(), name)
-	if !ok {
-		return User{}, fmt.Errorf("instance %s: user %s: %w in /etc/passwd after creation", i.Name(), name, ErrNotFound)
-	}
-	return u, nil
-}
-
-// lookupPasswd finds name in an /etc/passwd.
-func lookupPasswd(b []byte, name string) (User, bool) {
-	s := bufio.NewScanner(bytes.NewReader(b))
-	for s.Scan() {
-		f := strings.Split(s.Text(), ":")
-		if len(f) < 7 || f[0] != name {
-			continue
-		}
-		uid, err1 := strconv.Atoi(f[2])
-		gid, err2 := strconv.Atoi(f[3])
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		return User{Name: name, UID: uid, GID: gid, Home: f[5]}, true
-	}
-	return User{}, false
+	return User{Name: u.Name, UID: u.UID, GID: u.GID, Home: u.Home}, nil
 }
 
 // Mount attaches source at /data/<hash of alias> (mount.Path), counting
