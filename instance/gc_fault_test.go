@@ -53,3 +53,37 @@ func TestGCWaitsForBusyInstance(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(left), 0)
 }
+
+// startedAgain is the real client where a start by another operation (a
+// killed host's launch still running on the server) keeps racing the stop
+// that precedes a delete: the instance is running again when the delete
+// arrives, and the server refuses it.
+type startedAgain struct {
+	instance.Client
+	refusals atomic.Int32
+}
+
+func (s *startedAgain) DeleteInstance(name string) (incus.Operation, error) {
+	if s.refusals.Add(-1) >= 0 {
+		if op, err := s.Client.UpdateInstanceState(name, api.InstanceStatePut{Action: "start"}, ""); err == nil {
+			_ = op.Wait()
+		}
+		return nil, api.StatusErrorf(400, "Instance is running")
+	}
+	return s.Client.DeleteInstance(name)
+}
+
+func TestDeleteOutlastsRacingStarts(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	racing := &startedAgain{Client: d.Client}
+	racing.refusals.Store(8) // more than the attempts other failures get
+	m2, err := instance.New(racing, instance.Config{Owner: m.Owner(), PollInterval: 50 * time.Millisecond})
+	is.NoErr(err)
+	defer m2.Close()
+	is.NoErr(m2.Instance(in.Name()).Delete(ctxFor(t, 2*time.Minute)))
+	_, err = m.Get(ctxFor(t, time.Minute), in.Name())
+	is.True(errors.Is(err, instance.ErrNotFound))
+}

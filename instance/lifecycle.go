@@ -150,9 +150,10 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 			return nil
 		}
 		// A server operation holding the instance (a start or device
-		// update of a host killed mid-call) ends on its own: wait for it
-		// as long as ctx allows; other failures get a few attempts.
-		if ctx.Err() != nil || attempt >= 5 && !isBusy(err) {
+		// update of a host killed mid-call) ends on its own, and a start
+		// that raced the stop is stopped again below: wait for either as
+		// long as ctx allows; other failures get a few attempts.
+		if ctx.Err() != nil || attempt >= 5 && !isBusy(err) && !isRunning(err) {
 			return wrapErr(err, in.name, "delete")
 		}
 		// An ephemeral instance may be in the middle of deleting itself, or
@@ -211,4 +212,10 @@ func isAlreadyRunning(err error) bool {
 // instance's operation lock ("Instance is busy running a "update" operation").
 func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "is busy running a")
+}
+
+// isRunning tells the server's refusal to delete an instance that is
+// running: a start by another operation raced the stop before the delete.
+func isRunning(err error) bool {
+	return strings.Contains(err.Error(), "Instance is running")
 }
