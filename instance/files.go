@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
@@ -48,17 +50,39 @@ const (
 // sftpSession opens an SFTP session on the instance. It ends when ctx does,
 // which makes any transfer in progress fail.
 func (in *Instance) sftpSession(ctx context.Context, write bool) (*sftp.Client, func(), error) {
-	conn, err := incusop.Bind(ctx, in.m.c).GetInstanceFileSFTPConn(in.name)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errNoSFTP, wrapErr(err, in.name, "open SFTP session"))
-	}
 	opts := []sftp.ClientOption{sftp.MaxConcurrentRequestsPerFile(64)}
 	if write {
 		opts = append(opts, sftp.MaxPacketUnchecked(128<<10), sftp.UseConcurrentWrites(true))
 	}
-	c, err := sftp.NewClientPipe(conn, conn, opts...)
+	var (
+		conn net.Conn
+		c    *sftp.Client
+		err  error
+	)
+	// incusd serves files through a per-instance helper (forkfile) that
+	// exits when idle; a session opened as it exits fails to reach its
+	// socket (seen under load). Nothing was transferred: open it again.
+	for attempt := 1; ; attempt++ {
+		conn, err = incusop.Bind(ctx, in.m.c).GetInstanceFileSFTPConn(in.name)
+		if err == nil {
+			c, err = sftp.NewClientPipe(conn, conn, opts...)
+			if err != nil {
+				_ = conn.Close()
+			}
+		}
+		if err == nil || attempt == 5 || ctx.Err() != nil || !isForkfileGone(err) {
+			break
+		}
+		in.m.log.Debug("file helper gone; opening the SFTP session again", "name", in.name, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
+	if err != nil && conn == nil {
+		return nil, nil, fmt.Errorf("%w: %w", errNoSFTP, wrapErr(err, in.name, "open SFTP session"))
+	}
 	if err != nil {
-		_ = conn.Close()
 		return nil, nil, wrapErr(err, in.name, "start SFTP")
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
@@ -387,4 +411,10 @@ func (in *Instance) Stat(ctx context.Context, p string) (FileInfo, error) {
 		return FileInfo{}, fileErr(ctx, in.name, "stat", p, err)
 	}
 	return infoOf(st), nil
+}
+
+// isForkfileGone tells incusd's failure to reach the instance's file helper,
+// which had just exited.
+func isForkfileGone(err error) bool {
+	return strings.Contains(err.Error(), "forkfile.sock")
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/incusexec/incusexec/instance"
+	incus "github.com/lxc/incus/v6/client"
 	"github.com/matryer/is"
 )
 
@@ -39,4 +43,46 @@ func TestFailedPushLeavesNoPartialFile(t *testing.T) {
 	is.True(err != nil)
 	_, err = in.Pull(ctx, "/tmp/f", io.Discard)
 	is.True(errors.Is(err, instance.ErrNotFound)) // no partial file left
+}
+
+// forkfileGone is the real client as incusd answers while the instance's
+// file helper exits: the next file sessions cannot reach its socket.
+type forkfileGone struct {
+	instance.Client
+	sftpRefusals atomic.Int32
+}
+
+var errForkfileGone = errors.New("dial unix /proc/self/fd/74/forkfile.sock: connect: no such file or directory")
+
+func (f *forkfileGone) GetInstanceFileSFTPConn(name string) (net.Conn, error) {
+	if f.sftpRefusals.Add(-1) >= 0 {
+		return nil, errForkfileGone
+	}
+	return f.Client.GetInstanceFileSFTPConn(name)
+}
+
+// CreateInstanceFile (the plain endpoint Push falls back to) meets the same
+// exiting helper.
+func (f *forkfileGone) CreateInstanceFile(string, string, incus.InstanceFileArgs) error {
+	return errForkfileGone
+}
+
+// TestPushOutlastsExitingFileHelper: a push opened while incusd's file
+// helper exits (seen under load) succeeds once the helper is back.
+func TestPushOutlastsExitingFileHelper(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	c := &forkfileGone{Client: d.Client}
+	c.sftpRefusals.Store(2)
+	m2, err := instance.New(c, instance.Config{Owner: m.Owner()})
+	is.NoErr(err)
+	defer m2.Close()
+	ctx := ctxFor(t, time.Minute)
+	is.NoErr(m2.Instance(in.Name()).Push(ctx, "/root/pushed", strings.NewReader("after the helper came back"), instance.FileOptions{}))
+	var out bytes.Buffer
+	_, err = in.Pull(ctx, "/root/pushed", &out)
+	is.NoErr(err)
+	is.Equal(out.String(), "after the helper came back")
 }
