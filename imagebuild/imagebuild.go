@@ -491,7 +491,7 @@ func (im *Importer) upload(ctx context.Context, alias string, src Source, opts O
 		}
 		return "", "", fmt.Errorf("upload %s: %w", alias, err)
 	}
-	if err := incusop.Wait(ctx, op); err != nil {
+	if err := incusop.Wait(ctx, op, im.Client); err != nil {
 		im.discard(op)
 		return "", "", fmt.Errorf("import %s: %w", alias, err)
 	}

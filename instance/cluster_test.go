@@ -340,8 +340,8 @@ func TestClusterMemberDown(t *testing.T) {
 		}
 	}
 	_, err = m.Instance(onDown[0]).Status(ctx)
-	is.True(errors.Is(err, instance.ErrUnavailable))
 	t.Logf("status of %s on stopped %s: %v", onDown[0], down, err)
+	is.True(errors.Is(err, instance.ErrUnavailable))
 
 	// Launches without a target land on the members still up.
 	for range 3 {

@@ -60,7 +60,10 @@ func sentinelOf(err error) error {
 		return ErrAlreadyExists
 	case strings.Contains(msg, "not found"), strings.Contains(msg, "doesn't exist"), strings.Contains(msg, "does not exist"):
 		return ErrNotFound
-	case strings.Contains(msg, "server isn't ready yet"), strings.Contains(msg, "member is offline"):
+	case strings.Contains(msg, "server isn't ready yet"), strings.Contains(msg, "member is offline"),
+		// incusd forwarding to a member whose daemon is down.
+		strings.Contains(msg, "failed to connect to member"), strings.Contains(msg, "failed connecting to member"),
+		strings.Contains(msg, "failed connecting to http endpoint"):
 		// What a cluster answers for an instance on a member that is down.
 		return ErrUnavailable
 	}

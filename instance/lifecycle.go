@@ -143,7 +143,7 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 	for attempt := 1; ; attempt++ {
 		op, err := in.m.c.DeleteInstance(in.name)
 		if err == nil {
-			err = incusop.Wait(ctx, op)
+			err = incusop.Wait(ctx, op, in.m.c)
 		}
 		if err == nil || isGone(err) {
 			in.m.log.Info("instance deleted", "name", in.name)
@@ -184,7 +184,7 @@ func (in *Instance) changeState(ctx context.Context, put api.InstanceStatePut) e
 	if err != nil {
 		return err
 	}
-	return incusop.Wait(ctx, op)
+	return incusop.Wait(ctx, op, in.m.c)
 }
 
 func seconds(d time.Duration) int {

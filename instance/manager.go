@@ -345,7 +345,7 @@ func (m *Manager) create(ctx context.Context, c Client, req api.InstancesPost, s
 		m.placeMu.Unlock()
 	}
 	if err == nil {
-		err = incusop.Wait(ctx, op)
+		err = incusop.Wait(ctx, op, c)
 	}
 	if err == nil {
 		return nil

@@ -316,7 +316,7 @@ func (m *Manager) apply(instance string, batch []*change) []error {
 		}
 		op, err := client.UpdateInstance(instance, *put, etag)
 		if err == nil {
-			err = incusop.Wait(ctx, op)
+			err = incusop.Wait(ctx, op, client)
 		}
 		if err == nil {
 			m.log.Debug("mount: updated instance", "instance", instance, "changes", len(batch), "attached", added, "detached", removed, "attempt", attempt)

@@ -422,7 +422,7 @@ func (p *Pool) update(ctx context.Context, name string, change func(map[string]s
 			return false, nil
 		}
 		if err == nil {
-			err = incusop.Wait(ctx, op)
+			err = incusop.Wait(ctx, op, c)
 		}
 		if err != nil {
 			return false, fmt.Errorf("update instance %s: %w", name, err)

@@ -275,7 +275,7 @@ func (r *runner) setup(ctx context.Context) ([]poolInfo, error) {
 	op, err := c.CreateImage(api.ImagesPost{Aliases: []api.ImageAlias{{Name: r.busybox}}},
 		&incus.ImageCreateArgs{MetaFile: bytes.NewReader(data), MetaName: "image.tar"})
 	if err == nil {
-		err = incusop.Wait(ctx, op)
+		err = incusop.Wait(ctx, op, c)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bench: import busybox: %w", err)
@@ -297,7 +297,7 @@ func (r *runner) cleanup(ctx context.Context) error {
 		}
 		op, err := c.DeleteImage(fp)
 		if err == nil {
-			err = incusop.Wait(ctx, op)
+			err = incusop.Wait(ctx, op, c)
 		}
 		if err != nil && !api.StatusErrorCheck(err, 404) {
 			errs = append(errs, fmt.Errorf("delete image %s: %w", fp, err))
@@ -362,7 +362,7 @@ func timed(f func() error) (time.Duration, error) {
 func (r *runner) deleteImage(ctx context.Context, fp string) error {
 	op, err := incusop.Bind(ctx, r.c).DeleteImage(fp)
 	if err == nil {
-		err = incusop.Wait(ctx, op)
+		err = incusop.Wait(ctx, op, r.c)
 	}
 	return err
 }
@@ -599,7 +599,7 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (ready, started time
 		InstancePut: api.InstancePut{Ephemeral: true, Profiles: []string{p.debProfile},
 			Config: map[string]string{instance.LabelOwner: r.owner}}})
 	if err == nil {
-		err = incusop.Wait(ctx, op)
+		err = incusop.Wait(ctx, op, c)
 	}
 	if err != nil {
 		return 0, 0, name, err
@@ -611,7 +611,7 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (ready, started time
 		op, err := c.ExecInstance(name, api.InstanceExecPost{Command: []string{"systemctl", "is-system-running"}, WaitForWS: true},
 			&incus.InstanceExecArgs{Stdout: &out, Stderr: &errb, DataDone: done})
 		if err == nil {
-			if err = incusop.Wait(ctx, op); err == nil {
+			if err = incusop.Wait(ctx, op, c); err == nil {
 				<-done
 			}
 		}

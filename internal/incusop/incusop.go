@@ -11,24 +11,39 @@ import (
 	"time"
 
 	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
 )
 
 // Operation is the part of an Incus operation that Wait needs.
 type Operation interface {
 	WaitContext(ctx context.Context) error
-	Cancel() error
+	Get() api.Operation
+}
+
+// Canceller cancels a server-side operation by its ID; the Incus client is
+// one.
+type Canceller interface {
+	DeleteOperation(uuid string) error
 }
 
 // Wait waits for op. When ctx ends first it asks the server to cancel the
-// operation (where Incus allows it; not all operations can be cancelled) and
-// returns an error wrapping ctx.Err().
-func Wait(ctx context.Context, op Operation) error {
+// operation through c, when c is a Canceller (where Incus allows it: not all
+// operations can be cancelled), and returns an error wrapping ctx's cause.
+//
+// The operation's ID is read before waiting, and the cancel goes through c
+// rather than op.Cancel: once waiting starts, the v6.0.3 client updates the
+// operation from its event listener under a lock callers cannot take, so
+// op.Get and op.Cancel would race with it.
+func Wait(ctx context.Context, op Operation, c any) error {
+	id := op.Get().ID
 	err := op.WaitContext(ctx)
 	if err == nil {
 		return nil
 	}
 	if ctx.Err() != nil {
-		_ = op.Cancel()
+		if cc, ok := c.(Canceller); ok && id != "" {
+			_ = cc.DeleteOperation(id)
+		}
 		return fmt.Errorf("%w (operation cancelled)", context.Cause(ctx))
 	}
 	return err

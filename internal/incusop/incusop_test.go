@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/internal/incusop"
+	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
 )
 
 type slowOp struct {
-	done      chan struct{}
-	cancelled bool
+	done chan struct{}
 }
 
 func (o *slowOp) WaitContext(ctx context.Context) error {
@@ -24,24 +24,31 @@ func (o *slowOp) WaitContext(ctx context.Context) error {
 	}
 }
 
-func (o *slowOp) Cancel() error { o.cancelled = true; return nil }
+func (o *slowOp) Get() api.Operation { return api.Operation{ID: "op-1"} }
+
+// canceller records the operations it was asked to cancel.
+type canceller struct{ deleted []string }
+
+func (c *canceller) DeleteOperation(id string) error { c.deleted = append(c.deleted, id); return nil }
 
 func TestWaitCancelsOperationOnContextEnd(t *testing.T) {
 	is := is.New(t)
 	op := &slowOp{done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	err := incusop.Wait(ctx, op)
+	c := &canceller{}
+	err := incusop.Wait(ctx, op, c)
 	is.True(errors.Is(err, context.DeadlineExceeded))
-	is.True(op.cancelled)
+	is.Equal(c.deleted, []string{"op-1"}) // cancelled on the server by its ID
 }
 
 func TestWaitReturnsWhenDone(t *testing.T) {
 	is := is.New(t)
 	op := &slowOp{done: make(chan struct{})}
 	close(op.done)
-	is.NoErr(incusop.Wait(context.Background(), op))
-	is.True(!op.cancelled)
+	c := &canceller{}
+	is.NoErr(incusop.Wait(context.Background(), op, c))
+	is.Equal(len(c.deleted), 0)
 }
 
 func TestPollReportsLastSeen(t *testing.T) {
