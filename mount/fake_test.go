@@ -128,8 +128,9 @@ func (o *fakeOp) WaitContext(ctx context.Context) error {
 	return o.err
 }
 
-func (o *fakeOp) Wait() error   { return o.WaitContext(context.Background()) }
-func (o *fakeOp) Cancel() error { return nil }
+func (o *fakeOp) Wait() error        { return o.WaitContext(context.Background()) }
+func (o *fakeOp) Cancel() error      { return nil }
+func (o *fakeOp) Get() api.Operation { return api.Operation{ID: "fake-op"} }
 
 // waitFor polls cond: synchronisation with the manager's goroutines, not a
 // measure of speed.

@@ -1125,9 +1125,8 @@ func (i *Instance) Stats(ctx context.Context) (executor.Stats, error) {
 		}
 		ut, _ := strconv.ParseUint(f[11], 10, 64)
 		st, _ := strconv.ParseUint(f[12], 10, 64)
-		rss, _ := strconv.ParseUint(f[21], 10, 64)
 		cpu += time.Duration(ut+st) * time.Second / 100 // USER_HZ
-		s.MemoryUsed += rss * uint64(os.Getpagesize())
+		s.MemoryUsed += rssOf(p.Name())
 	}
 	s.CPUTime = cpu
 	_ = filepath.WalkDir(i.dir, func(p string, d fs.DirEntry, err error) error {
@@ -1233,4 +1232,21 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// rssOf returns the resident memory of process pid in bytes. It reads
+// smaps_rollup, which walks the page tables: the rss of /proc/<pid>/stat is
+// an approximate per-CPU counter that reads 0 for a small, fresh process.
+func rssOf(pid string) uint64 {
+	b, err := os.ReadFile("/proc/" + pid + "/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Rss:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
