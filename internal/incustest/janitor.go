@@ -22,12 +22,8 @@ func sweepStale() error {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "incustest-*-*"))
 	var errs []string
 	for _, dir := range dirs {
-		parts := strings.SplitN(filepath.Base(dir), "-", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		pid, err := strconv.Atoi(parts[1])
-		if err != nil || pidAlive(pid) {
+		pid, ok := ownerPID(filepath.Base(dir))
+		if !ok || pidAlive(pid) {
 			continue
 		}
 		if err := sweepDir(dir); err != nil {
@@ -38,6 +34,23 @@ func sweepStale() error {
 		return fmt.Errorf("incustest: sweeping stale daemons: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// ownerPID reads the PID of the test process that made a daemon directory
+// (incustest-<pid>-<random>) or a cluster directory
+// (incustest-cluster-<pid>-<random>).
+func ownerPID(base string) (int, bool) {
+	rest, ok := strings.CutPrefix(base, "incustest-")
+	if !ok {
+		return 0, false
+	}
+	rest = strings.TrimPrefix(rest, "cluster-")
+	digits, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(digits)
+	return pid, err == nil && pid > 0
 }
 
 func pidAlive(pid int) bool {
@@ -129,8 +142,8 @@ func sweepDir(dir string) error {
 }
 
 // refersTo reports whether the process at procDir (/proc/<pid>) belongs to
-// the daemon in dir: its command line names dir (LXC monitors, dnsmasq,
-// forkfile helpers) or its INCUS_DIR is dir (incusd itself).
+// the daemon or cluster in dir: its command line names dir (LXC monitors,
+// dnsmasq, forkfile helpers) or its INCUS_DIR is dir or below it (incusd).
 func refersTo(procDir, dir string) bool {
 	cmd, _ := os.ReadFile(filepath.Join(procDir, "cmdline"))
 	if strings.Contains(string(cmd), dir) {
@@ -138,7 +151,8 @@ func refersTo(procDir, dir string) bool {
 	}
 	env, _ := os.ReadFile(filepath.Join(procDir, "environ"))
 	for _, kv := range strings.Split(string(env), "\x00") {
-		if kv == "INCUS_DIR="+dir {
+		// A cluster member's INCUS_DIR lies below the cluster's directory.
+		if kv == "INCUS_DIR="+dir || strings.HasPrefix(kv, "INCUS_DIR="+dir+"/") {
 			return true
 		}
 	}
