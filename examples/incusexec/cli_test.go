@@ -14,6 +14,7 @@ import (
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/matryer/is"
 )
@@ -298,7 +299,7 @@ func TestImageImportRm(t *testing.T) {
 	d := incustest.Shared(t)
 	ctx := t.Context()
 	owner := incustest.UniqueName("img")
-	tarball, err := busyboxSystemTarball()
+	tarball, err := testimage.BusyboxSystemTarball()
 	is.NoErr(err)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "busybox.tar")
@@ -353,7 +354,7 @@ func TestImageImportRm(t *testing.T) {
 func TestImageImportInterrupted(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	tarball, err := busyboxSystemTarball()
+	tarball, err := testimage.BusyboxSystemTarball()
 	is.NoErr(err)
 	fifo := filepath.Join(t.TempDir(), "rootfs.tar")
 	is.NoErr(syscall.Mkfifo(fifo, 0o600))

@@ -27,21 +27,6 @@ import (
 // executor cannot be had without one.
 const placeholderImage = "incusexec/any"
 
-// backend connects as cfg says.
-//
-// The Incus client keeps the context it was connected with for every
-// request the library does not bind to a context of its own (deletions
-// among them), so the connection gets one that a signal does not cancel:
-// otherwise the clean-up after an interruption would fail.
-func (a *app) backend(ctx context.Context, cfg executor.Config) (*executor.Backend, error) {
-	b, err := executor.NewBackend(context.WithoutCancel(ctx), cfg)
-	if err == nil && ctx.Err() != nil {
-		b.Close()
-		return nil, context.Cause(ctx)
-	}
-	return b, err
-}
-
 // plainConfig is the configuration without the bridge and profile, for
 // commands that must not change them.
 func (a *app) plainConfig() (executor.Config, error) {
@@ -55,7 +40,7 @@ func (a *app) instance(ctx context.Context, cfg executor.Config, name string) (*
 	if err := executor.CheckName(name); err != nil {
 		return nil, nil, err
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -209,7 +194,7 @@ func (r *setupResult) report() any {
 func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.NetworkSpec, ps netbridge.ProfileSpec) (*setupResult, error) {
 	plain := cfg
 	plain.Network, plain.Profile = nil, nil
-	b0, err := a.backend(ctx, plain)
+	b0, err := executor.NewBackend(ctx, plain)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +206,7 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 	ps.Pool = pool
 	cfg.Client = b0.Client()
 	cfg.Network, cfg.Profile = &ns, &ps
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		if created {
 			cctx, cancel := cleanupCtx(ctx)
@@ -279,7 +264,7 @@ func cmdImageImport(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -322,7 +307,7 @@ func cmdImageRm(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -423,7 +408,7 @@ func (f *instanceFlags) create(ctx context.Context, a *app, id string, name stri
 			return nil, nil, usageErr("--ready: %v", err)
 		}
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -946,7 +931,7 @@ func cmdList(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -1010,7 +995,7 @@ func cmdVirtArgs(ctx context.Context, a *app, args []string) error {
 	if len(cfg.Profiles) == 0 {
 		cfg.Profiles = []string{"default"}
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -1041,7 +1026,7 @@ func cmdGC(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.backend(ctx, cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}

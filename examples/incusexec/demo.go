@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -195,7 +194,7 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 		}}
 		imgNote = "(Debian " + testimage.HostSuite() + " system tarball " + tarball + ", split mode)"
 	} else {
-		tarball, err := busyboxSystemTarball()
+		tarball, err := testimage.BusyboxSystemTarball()
 		if err != nil {
 			return nil, err
 		}
@@ -258,43 +257,6 @@ func changesSummary(ch []netbridge.Change) string {
 		s = append(s, string(c.Action)+" "+c.Kind+" "+c.Name)
 	}
 	return strings.Join(s, ", ")
-}
-
-// busyboxSystemTarball is a Debian-style system tarball (a root file
-// system, entries "./...") of a busybox system: the rootfs of the test
-// image that internal/testimage builds from busybox-static.
-func busyboxSystemTarball() ([]byte, error) {
-	unified, err := testimage.BusyboxTarball()
-	if err != nil {
-		return nil, err
-	}
-	tr := tar.NewReader(bytes.NewReader(unified))
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		name, ok := strings.CutPrefix(h.Name, "rootfs/")
-		if !ok {
-			continue // metadata.yaml and templates: imagebuild writes its own
-		}
-		h.Name = "./" + name
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // taskResult is one demo task's outcome.

@@ -36,7 +36,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -181,7 +180,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 	n := g.backend.Network()
 	g.say("bridge %s %s (NAT off), profile %s (root on %s)", n.Name, n.IPv4, g.backend.Profile().Name, pool)
 
-	tarball, err := busyboxSystemTarball()
+	tarball, err := testimage.BusyboxSystemTarball()
 	if err != nil {
 		return err
 	}
@@ -258,7 +257,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 
 // cleanPrevious removes what an earlier run of this owner left behind.
 func (g *gateway) cleanPrevious(ctx context.Context, cfg executor.Config) error {
-	b, err := executor.NewBackend(context.WithoutCancel(ctx), cfg)
+	b, err := executor.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -532,41 +531,4 @@ func buildServer(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("build the server: %v: %s", err, b)
 	}
 	return out, nil
-}
-
-// busyboxSystemTarball is a system tarball (a root file system, entries
-// "./...") of a busybox system: the rootfs of internal/testimage's busybox
-// image, which it builds from busybox-static.
-func busyboxSystemTarball() ([]byte, error) {
-	unified, err := testimage.BusyboxTarball()
-	if err != nil {
-		return nil, err
-	}
-	tr := tar.NewReader(bytes.NewReader(unified))
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		name, ok := strings.CutPrefix(h.Name, "rootfs/")
-		if !ok {
-			continue
-		}
-		h.Name = "./" + name
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

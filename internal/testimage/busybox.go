@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -106,4 +107,41 @@ func BusyboxTarball() ([]byte, error) {
 		err = tw.Close()
 	}
 	return buf.Bytes(), err
+}
+
+// BusyboxSystemTarball returns the root file system of the busybox image as
+// a Debian-style system tarball (entries "./...", no metadata): the input
+// imagebuild takes, in milliseconds.
+func BusyboxSystemTarball() ([]byte, error) {
+	unified, err := BusyboxTarball()
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(bytes.NewReader(unified))
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		name, ok := strings.CutPrefix(h.Name, "rootfs/")
+		if !ok {
+			continue // metadata.yaml and templates: imagebuild writes its own
+		}
+		h.Name = "./" + name
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/matryer/is"
@@ -42,4 +43,27 @@ func TestBusyboxTarballHasInitAndApplets(t *testing.T) {
 	is.Equal(names["rootfs/sbin/init"].Linkname, "/bin/busybox")
 	is.Equal(names["rootfs/bin/busybox"].Mode, int64(0o755))
 	is.Equal(names["rootfs/etc/init.d/rcS"].Mode, int64(0o755))
+}
+
+func TestBusyboxSystemTarballIsARootFilesystem(t *testing.T) {
+	if _, err := os.Stat(BusyboxPath); err != nil {
+		t.Skip("busybox-static not installed")
+	}
+	is := is.New(t)
+	b, err := BusyboxSystemTarball()
+	is.NoErr(err)
+	tr := tar.NewReader(bytes.NewReader(b))
+	names := map[string]bool{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		is.NoErr(err)
+		is.True(strings.HasPrefix(h.Name, "./")) // a system tarball, not an image
+		names[h.Name] = true
+	}
+	is.True(names["./sbin/init"])
+	is.True(names["./bin/busybox"])
+	is.True(!names["./metadata.yaml"])
 }
