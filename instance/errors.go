@@ -61,6 +61,7 @@ func sentinelOf(err error) error {
 	case strings.Contains(msg, "not found"), strings.Contains(msg, "doesn't exist"), strings.Contains(msg, "does not exist"):
 		return ErrNotFound
 	case strings.Contains(msg, "server isn't ready yet"), strings.Contains(msg, "member is offline"),
+		strings.Contains(msg, "missing event connection with target cluster member"),
 		// incusd forwarding to a member whose daemon is down.
 		strings.Contains(msg, "failed to connect to member"), strings.Contains(msg, "failed connecting to member"),
 		strings.Contains(msg, "failed connecting to http endpoint"):

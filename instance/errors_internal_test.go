@@ -13,6 +13,7 @@ import (
 func TestUnreachableMemberIsUnavailable(t *testing.T) {
 	for _, msg := range []string{
 		"Server isn't ready yet",
+		"Missing event connection with target cluster member",
 		"Target cluster member is offline",
 		`Failed to connect to member member3: Get "https://127.0.0.4:8443/1.0": connection refused`,
 		`Failed connecting to member "127.0.0.4:8443": dial tcp: connect: connection refused`,
