@@ -13,9 +13,14 @@ TESTTIMEOUT ?= 20m
 # 2 cores make that likelier. `make test TESTP=2` is faster.
 TESTP ?= 1
 FUZZTIME  ?= 20s
+# govulncheck, pinned; VULNDB is its -db (a URL or file:///path); empty means
+# govulncheck's own default, the public database. .ci/run points it at the
+# offline snapshot in ../shared/vulndb.
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
+VULNDB      ?=
 BENCHARGS ?=
 
-.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak
+.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak vulncheck
 
 all: build
 
@@ -66,3 +71,9 @@ fuzz:
 	    INCUSEXEC_INTEGRATION=off $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## vulncheck: govulncheck over ./..., every finding held against internal/vulntriage/triage.txt
+vulncheck:
+	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
+	$(GO) run $(GOVULNCHECK) $(if $(VULNDB),-db $(VULNDB)) -format json ./... > "$$out" || { echo "vulncheck: govulncheck failed"; exit 2; }; \
+	$(GO) run ./internal/vulntriage -triage internal/vulntriage/triage.txt "$$out"
