@@ -10,6 +10,7 @@ import (
 
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
 )
@@ -128,7 +129,7 @@ func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incus.Instanc
 		if cfg.Project != "" {
 			c = c.UseProject(cfg.Project)
 		}
-		return c, nil
+		return incusop.Shared(c), nil
 	}
 	var (
 		c   incus.InstanceServer
@@ -186,5 +187,5 @@ func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incus.Instanc
 	if cfg.Project != "" {
 		c = c.UseProject(cfg.Project)
 	}
-	return c, nil
+	return incusop.Shared(c), nil
 }

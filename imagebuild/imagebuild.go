@@ -467,11 +467,12 @@ func (im *Importer) upload(ctx context.Context, alias string, src Source, opts O
 		defer stream.Close()
 	}
 
-	// No incusop.Bind here: the v6.0.3 client's WithContext changes the
-	// client it is called on (it copies a pointer), so binding would cancel
-	// every later request of the host's client. The upload still ends with
-	// ctx: the meter fails the request body's next read.
-	op, err := im.Client.CreateImage(post, args)
+	// The upload runs on a copy bound to ctx (incusop.Bind never binds the
+	// host's client itself), and the meter also fails the request body's
+	// next read when ctx ends.
+	// A copy of the client of its own (incusop.Bind): operations started
+	// at once on one v6 client race (see incusop.Shared).
+	op, err := incusop.Bind(ctx, im.Client).CreateImage(post, args)
 	if stream != nil {
 		// The stream's own verdict (bad entry, no init, corrupt
 		// compression) explains a failed upload better than the HTTP error.
@@ -518,7 +519,7 @@ func (im *Importer) discard(op incus.Operation) {
 func (im *Importer) deleteImage(ctx context.Context, fp string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	op, err := im.Client.DeleteImage(fp)
+	op, err := incusop.Bind(ctx, im.Client).DeleteImage(fp)
 	if err != nil {
 		return err
 	}

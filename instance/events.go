@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -72,7 +73,7 @@ func (h *eventHub) ensureListener() {
 	if h.listener != nil && h.listener.IsActive() {
 		return
 	}
-	l, err := h.c.GetEvents()
+	l, err := incusop.Events(h.c)
 	if err != nil {
 		h.log.Debug("no event listener; polling only", "err", err)
 		h.listener = nil

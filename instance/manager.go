@@ -76,6 +76,9 @@ func New(c Client, cfg Config) (*Manager, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalid)
 	}
+	if s, ok := c.(incus.InstanceServer); ok {
+		c = incusop.Shared(s) // operations from many goroutines at once
+	}
 	if err := validateLabel("owner", cfg.Owner); err != nil {
 		return nil, err
 	}

@@ -74,8 +74,12 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	client := cfg.Client
+	if s, ok := client.(incus.InstanceServer); ok {
+		client = incusop.Shared(s) // operations from many goroutines at once
+	}
 	m := &Manager{
-		client:  cfg.Client,
+		client:  client,
 		allow:   allow,
 		owner:   cfg.Owner,
 		timeout: cfg.Timeout,
@@ -275,9 +279,9 @@ const maxAttempts = 30
 func (m *Manager) apply(instance string, batch []*change) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
 	defer cancel()
-	// No incusop.Bind: WithContext of the v6.0.3 client sets the context on
-	// the client it is called on, shared with the host and every other
-	// caller. Reads and writes are short; the wait for the operation, the
+	// No incusop.Bind: a bound copy per batch would open an event
+	// connection per batch; m.client (incusop.Shared) starts operations on
+	// pooled copies instead. Reads and writes are short; the wait for the operation, the
 	// long part, follows ctx.
 	client := m.client
 	results := make([]error, len(batch))

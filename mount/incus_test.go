@@ -346,7 +346,7 @@ func TestServerRecord(t *testing.T) {
 
 // TestHostClientUnharmed: the manager shares the host's client; using it
 // must leave the client working for the host (binding a context with the
-// v6.0.3 client's WithContext would hand a cancelled context to every later
+// v6 client's WithContext would hand a cancelled context to every later
 // call of the host).
 func TestHostClientUnharmed(t *testing.T) {
 	is := is.New(t)

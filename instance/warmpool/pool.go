@@ -153,6 +153,9 @@ func New(cfg Config) (*Pool, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if s, ok := cfg.Client.(incus.InstanceServer); ok {
+		cfg.Client = incusop.Shared(s) // operations from many goroutines at once
+	}
 	p := &Pool{
 		cfg: cfg, id: IDPrefix + cfg.Name, holder: holder,
 		log:  log.With("pool", cfg.Name),

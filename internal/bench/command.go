@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/internal/testimage"
 	incus "github.com/lxc/incus/v6/client"
 )
@@ -37,6 +38,9 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
 	c, err := incus.ConnectIncusUnix(*socket, nil)
+	if err == nil {
+		c = incusop.Shared(c)
+	}
 	if err != nil {
 		return fmt.Errorf("bench: connect to Incus: %w", err)
 	}

@@ -30,23 +30,51 @@ type Canceller interface {
 // operation through c, when c is a Canceller (where Incus allows it: not all
 // operations can be cancelled), and returns an error wrapping ctx's cause.
 //
+// The operation is awaited on a context without ctx's deadline or
+// cancellation, and ctx is watched here instead: an operation of a client
+// made with SkipGetEvents waits by asking the server with a whole-second
+// timeout derived from the deadline, ignores cancellation, and reports
+// success for an operation still running once less than a second is left.
 // The operation's ID is read before waiting, and the cancel goes through c
-// rather than op.Cancel: once waiting starts, the v6.0.3 client updates the
-// operation from its event listener under a lock callers cannot take, so
-// op.Get and op.Cancel would race with it.
+// rather than op.Cancel, which would race with a client that updates the
+// operation from its event listener.
 func Wait(ctx context.Context, op Operation, c any) error {
 	id := op.Get().ID
-	err := op.WaitContext(ctx)
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		if cc, ok := c.(Canceller); ok && id != "" {
-			_ = cc.DeleteOperation(id)
+	done := make(chan error, 1)
+	go func() { done <- op.WaitContext(context.WithoutCancel(ctx)) }()
+	var err error
+	select {
+	case err = <-done:
+		if err == nil {
+			return nil
 		}
-		return fmt.Errorf("%w (operation cancelled)", context.Cause(ctx))
+		if ctx.Err() == nil {
+			return err
+		}
+	case <-ctx.Done():
 	}
-	return err
+	if cc, ok := c.(Canceller); ok && id != "" {
+		_ = cc.DeleteOperation(id)
+	}
+	return fmt.Errorf("%w (operation cancelled)", context.Cause(ctx))
+}
+
+// Events opens an event listener on a copy of c (same connection and
+// project), so that c's own state is left alone (see [Shared]). Clients that
+// cannot be copied are asked directly.
+func Events(c interface {
+	GetEvents() (*incus.EventListener, error)
+}) (*incus.EventListener, error) {
+	type copier interface {
+		GetConnectionInfo() (*incus.ConnectionInfo, error)
+		UseProject(name string) incus.InstanceServer
+	}
+	if cp, ok := c.(copier); ok {
+		if info, err := cp.GetConnectionInfo(); err == nil {
+			return cp.UseProject(info.Project).GetEvents()
+		}
+	}
+	return c.GetEvents()
 }
 
 // Bind returns a copy of c whose HTTP requests carry ctx, so that a blocked
@@ -54,15 +82,14 @@ func Wait(ctx context.Context, op Operation, c any) error {
 // cannot carry a context are returned unchanged.
 //
 // The copy is made with UseProject (same connection, same project): the Incus
-// client's own WithContext (v6.0.3) sets the context on the client it is
-// called on, which would leave a shared client bound to a context that ends.
+// client's own WithContext (v6, still in v6.23.0) sets the context on the
+// client it is called on, which would leave a shared client bound to a
+// context that ends.
 //
-// Copying reads the client's fields, and the v6.0.3 client writes one of
-// them without a lock in GetServer (it caches the answer). A client shared
-// between goroutines must therefore never be asked GetServer directly: ask
-// Bind(ctx, c).GetServer() instead. Operations started through a copy wait
-// on an events connection of their own (the copy's listeners are new); start
-// operations on the shared client where many run at once.
+// Copying reads the client's fields, and the v6 client writes one of them
+// without a lock in GetServer (it caches the answer). A client shared between
+// goroutines must therefore never be asked GetServer directly: ask
+// Bind(ctx, c).GetServer() instead.
 func Bind[C any](ctx context.Context, c C) C {
 	type copier interface {
 		GetConnectionInfo() (*incus.ConnectionInfo, error)

@@ -64,3 +64,36 @@ func TestPollReportsLastSeen(t *testing.T) {
 	is.True(n > 1)
 	is.Equal(err.Error(), "context deadline exceeded (last seen: state STARTING)")
 }
+
+// deafOp waits like the v6 client does for a client made with SkipGetEvents:
+// it never looks at the context's cancellation, only at its deadline, which
+// it records.
+type deafOp struct {
+	done        chan struct{}
+	hadDeadline chan bool
+}
+
+func (o *deafOp) WaitContext(ctx context.Context) error {
+	_, ok := ctx.Deadline()
+	o.hadDeadline <- ok
+	<-o.done
+	return nil
+}
+
+func (o *deafOp) Get() api.Operation { return api.Operation{ID: "op-2"} }
+
+func TestWaitReturnsOnContextEndWhenTheOperationIgnoresIt(t *testing.T) {
+	is := is.New(t)
+	op := &deafOp{done: make(chan struct{}), hadDeadline: make(chan bool, 1)}
+	defer close(op.done)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	c := &canceller{}
+	err := incusop.Wait(ctx, op, c)
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	is.Equal(c.deleted, []string{"op-2"})
+	// The client turns a deadline into a whole-second server-side timeout
+	// and reports success at 0 s for an operation still running: it must
+	// never see one.
+	is.Equal(<-op.hadDeadline, false)
+}

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -530,7 +531,7 @@ func (c *Cluster) ConnectHTTPS(i int, certPEM, keyPEM string) (incus.InstanceSer
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s at %s: %w", c.Members[i].Name, c.Members[i].HostAddress, err)
 	}
-	return client, nil
+	return incusop.Shared(client), nil
 }
 
 // NewClientCertificate returns a self-signed TLS client certificate and its

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -152,6 +153,7 @@ func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
 		}
 		c, err := incus.ConnectIncusUnix(d.Socket, nil)
 		if err == nil {
+			c = incusop.Shared(c)
 			var srv *api.Server
 			srv, _, err = c.GetServer()
 			if err == nil && srv.Environment.ServerName != "" {
