@@ -250,7 +250,7 @@ func cmdImageImport(ctx context.Context, a *app, args []string) error {
 	release := fs.String("release", "", "release property (e.g. bookworm)")
 	desc := fs.String("description", "", "description property")
 	var profiles multi
-	fs.Var(&profiles, "profile", "`profile` instances of the image get by default (repeatable)")
+	fs.Var(&profiles, "profile", "`profile` instances of the image get when created without profiles; set on the image record, must exist (repeatable)")
 	replace := fs.Bool("replace", false, "import even when the alias exists, and move it to the new image")
 	pos, _, err := parse(fs, args)
 	if err != nil {
