@@ -24,6 +24,8 @@ var partSentinels = []struct{ part, ours error }{
 	{mount.ErrInUse, ErrAlreadyExists},
 	// The source is as unusable as one missing on this host (ErrNotAllowed).
 	{mount.ErrSourceMissing, ErrNotAllowed},
+	// A source nobody in the instance could read is refused, not attached.
+	{mount.ErrUnreadable, ErrNotAllowed},
 	{imagebuild.ErrNotFound, ErrNotFound},
 	{imagebuild.ErrBadSource, ErrInvalid},
 	{netbridge.ErrInvalid, ErrInvalid},

@@ -19,6 +19,7 @@ import (
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/internal/bench"
+	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/netbridge"
 )
 
@@ -846,6 +847,9 @@ func cmdMount(ctx context.Context, a *app, args []string) error {
 	}
 	defer b.Close()
 	p, err := in.Mount(ctx, pos[1], pos[2], executor.MountOptions{ReadOnly: *ro, Shift: *shift})
+	if errors.Is(err, mount.ErrUnreadable) {
+		return fmt.Errorf("%w\n(with incusexec: mount --shift, or chmod o+rx %s)", err, pos[2])
+	}
 	if err != nil {
 		return err
 	}
