@@ -77,7 +77,7 @@ func cmdSetup(ctx context.Context, a *app, args []string) error {
 	profile := fs.String("profile", "", "profile `name` (default: from --config, else incusexec)")
 	subnet := fs.String("subnet", "", "bridge IPv4 `gateway/len`, e.g. 10.42.0.1/24 (default: a free /24)")
 	nic := fs.String("nic-name", "", "NIC `name` inside instances (default eth0; host0 for Debian images)")
-	pool := fs.String("pool", "", "storage `pool` of the root disk, created (driver dir) when missing (default: the profile's, else default, else the first pool, else incusexec)")
+	pool := fs.String("pool", "", "storage `pool` of the root disk, created when missing: btrfs on a loop file where the daemon can, else dir (default: the profile's, else default, else the first pool, else incusexec)")
 	nat := fs.Bool("nat", false, "masquerade the instances' traffic (off unless asked for)")
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -139,6 +139,7 @@ type setupResult struct {
 	backend     *executor.Backend
 	pool        string
 	poolCreated bool
+	poolChoice  executor.PoolChoice
 	nat         bool
 }
 
@@ -156,7 +157,7 @@ func (r *setupResult) changes() []netbridge.Change {
 func (r *setupResult) lines() []string {
 	var out []string
 	if r.poolCreated {
-		out = append(out, fmt.Sprintf("storage-pool %s created (driver dir)", r.pool))
+		out = append(out, fmt.Sprintf("storage-pool %s created (driver %s: %s)", r.pool, r.poolChoice.Driver, r.poolChoice.Why))
 	}
 	for _, c := range r.changes() {
 		out = append(out, c.String())
@@ -184,7 +185,7 @@ func (r *setupResult) report() any {
 	}
 	n, p := r.backend.Network(), r.backend.Profile()
 	return map[string]any{
-		"pool": r.pool, "pool_created": r.poolCreated,
+		"pool": r.pool, "pool_created": r.poolCreated, "pool_driver": r.poolChoice.Driver, "pool_why": r.poolChoice.Why,
 		"network": n.Name, "ipv4": n.IPv4.String(), "profile": p.Name,
 		"changes": ch,
 	}
@@ -200,10 +201,11 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 		return nil, err
 	}
 	defer b0.Close()
-	pool, created, err := executor.EnsurePool(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner})
+	choice, err := executor.EnsurePoolChoice(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
+	pool, created := choice.Name, choice.Created
 	ps.Pool = pool
 	cfg.Client = b0.Client()
 	cfg.Network, cfg.Profile = &ns, &ps
@@ -216,7 +218,7 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 		}
 		return nil, err
 	}
-	return &setupResult{backend: b, pool: pool, poolCreated: created, nat: ns.NAT}, nil
+	return &setupResult{backend: b, pool: pool, poolCreated: created, poolChoice: choice, nat: ns.NAT}, nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
