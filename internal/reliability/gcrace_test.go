@@ -89,7 +89,14 @@ func killRunOnce(t *testing.T, d *incustest.Daemon) (left []string, delay time.D
 		close(phases)
 	}()
 	killedIn = <-phases // "launch"
-	delay = time.Duration(rand.Int64N(int64(time.Second)))
+	// Anywhere in the first second; every other round within the first
+	// 30 ms, where the creation request has reached the server but its
+	// instance does not exist yet (the narrow window GC used to miss).
+	window := time.Second
+	if rand.IntN(2) == 0 {
+		window = 30 * time.Millisecond
+	}
+	delay = time.Duration(rand.Int64N(int64(window)))
 	deadline := time.After(delay)
 wait:
 	for {
