@@ -16,14 +16,33 @@ var partSentinels = []struct{ part, ours error }{
 	{instance.ErrAlreadyExists, ErrAlreadyExists},
 	{instance.ErrTimeout, ErrTimeout},
 	{instance.ErrInvalid, ErrInvalid},
+	{instance.ErrUnavailable, ErrUnavailable},
 	{mount.ErrNotFound, ErrNotFound},
 	{mount.ErrNotAllowed, ErrNotAllowed},
 	{mount.ErrInvalid, ErrInvalid},
 	{mount.ErrNotHeld, ErrNotMounted},
 	{mount.ErrInUse, ErrAlreadyExists},
+	// The source is as unusable as one missing on this host (ErrNotAllowed).
+	{mount.ErrSourceMissing, ErrNotAllowed},
+	// A source nobody in the instance could read is refused, not attached.
+	{mount.ErrUnreadable, ErrNotAllowed},
 	{imagebuild.ErrNotFound, ErrNotFound},
 	{imagebuild.ErrBadSource, ErrInvalid},
 	{netbridge.ErrInvalid, ErrInvalid},
+}
+
+// unmappedSentinels are the parts' sentinels that have no counterpart here,
+// on purpose. Every exported sentinel of instance and mount is either in
+// partSentinels or here (TestEverySentinelMapped).
+var unmappedSentinels = []error{
+	// A command that could not be run, or whose outcome is unknown, is the
+	// error of Exec itself; hosts read its message, there is no executor
+	// sentinel to test for.
+	instance.ErrExec,
+	// A user that is missing also wraps instance.ErrNotFound (mapped above);
+	// alone, ErrUser means creating the user failed, which is no bad input
+	// of the host's and no state of the instance.
+	instance.ErrUser,
 }
 
 // mapped is an error of a part that also wraps the matching sentinel of

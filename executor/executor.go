@@ -18,7 +18,8 @@ import (
 // (instance.ErrNotFound, mount.ErrNotAllowed, ...) in the chain.
 var (
 	// ErrUnavailable: the backend cannot run on this machine (no daemon,
-	// no permission, no VM support); the error says why.
+	// no permission, no VM support), or the server or cluster member that
+	// hosts an instance does not answer; the error says why.
 	ErrUnavailable = errors.New("executor unavailable")
 	// ErrNotFound: the instance, file, user or image does not exist.
 	ErrNotFound = errors.New("not found")

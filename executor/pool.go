@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/lxc/incus/v6/shared/api"
@@ -39,8 +43,18 @@ type PoolSpec struct {
 	// Fallback names the pool created when Name is empty and the daemon
 	// has no pool (default "incusexec").
 	Fallback string
-	// Driver of a created pool (default "dir"); the daemon must support it.
+	// Driver of a created pool; the daemon must support it. Empty picks
+	// copy-on-write when the daemon can: btrfs on a loop file (as `incus
+	// admin init` does; a launch is then a snapshot, not a copy of the
+	// whole root filesystem), else dir. PoolChoice.Why says which and why.
 	Driver string
+	// Size of a loop file the pool is created on (btrfs picked when Driver
+	// is empty); default a fifth of the free space of the daemon's
+	// directory (INCUS_DIR, else /var/lib/incus) as seen from this process,
+	// between 5 and 30 GiB, as `incus admin init` does. The file is sparse.
+	Size string
+	// Logger, when set, is told which pool was created and why.
+	Logger *slog.Logger
 	// Owner labels a created pool (config PoolOwnerKey); required.
 	// RemovePool removes only pools of this owner.
 	Owner string
@@ -50,15 +64,33 @@ type PoolSpec struct {
 }
 
 // EnsurePool returns the storage pool to use as spec says, and whether it
-// created it. An existing pool is used as it is, whoever made it and
-// whatever its driver. Bad input (no owner, a driver the daemon does not
-// support) is an error wrapping ErrInvalid, and nothing is created.
+// created it; EnsurePoolChoice also says which driver it picked and why.
 func EnsurePool(ctx context.Context, c PoolClient, spec PoolSpec) (name string, created bool, err error) {
+	ch, err := EnsurePoolChoice(ctx, c, spec)
+	return ch.Name, ch.Created, err
+}
+
+// PoolChoice is what EnsurePoolChoice did.
+type PoolChoice struct {
+	// Name is the pool to use.
+	Name string
+	// Created reports that the call created it, with Driver.
+	Created bool
+	Driver  string
+	// Why explains the driver of a created pool, in words for the user
+	// ("copy-on-write: btrfs on a 6GiB loop file", or why not).
+	Why string
+}
+
+// EnsurePoolChoice returns the storage pool to use as spec says. An existing
+// pool is used as it is, whoever made it and whatever its driver. Bad input
+// (no owner, a driver the daemon does not support) is an error wrapping
+// ErrInvalid, and nothing is created. With spec.Driver empty, a created pool
+// is btrfs on a loop file when the daemon supports btrfs and creating it
+// works, dir otherwise.
+func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolChoice, error) {
 	if spec.Owner == "" {
-		return "", false, fmt.Errorf("storage pool: empty owner: %w", ErrInvalid)
-	}
-	if spec.Driver == "" {
-		spec.Driver = "dir"
+		return PoolChoice{}, fmt.Errorf("storage pool: empty owner: %w", ErrInvalid)
 	}
 	if spec.Fallback == "" {
 		spec.Fallback = "incusexec"
@@ -68,50 +100,96 @@ func EnsurePool(ctx context.Context, c PoolClient, spec PoolSpec) (name string, 
 	}
 	for _, n := range []string{spec.Name, spec.Fallback} {
 		if strings.ContainsAny(n, "/ \t\n") || strings.HasPrefix(n, ".") {
-			return "", false, fmt.Errorf("storage pool name %q: no slash, space or leading dot allowed: %w", n, ErrInvalid)
+			return PoolChoice{}, fmt.Errorf("storage pool name %q: no slash, space or leading dot allowed: %w", n, ErrInvalid)
 		}
 	}
 	c = incusop.Bind(ctx, c)
 	names, err := c.GetStoragePoolNames()
 	if err != nil {
-		return "", false, fmt.Errorf("storage pools: %w", err)
+		return PoolChoice{}, fmt.Errorf("storage pools: %w", err)
 	}
-	name = spec.Name
+	name := spec.Name
 	if name == "" {
 		switch {
 		case slices.Contains(names, "default"):
-			return "default", false, nil
+			return PoolChoice{Name: "default"}, nil
 		case len(names) > 0:
-			return names[0], false, nil
+			return PoolChoice{Name: names[0]}, nil
 		}
 		name = spec.Fallback
 	}
 	if slices.Contains(names, name) {
-		return name, false, nil
+		return PoolChoice{Name: name}, nil
 	}
 	srv, _, err := c.GetServer()
 	if err != nil {
-		return "", false, fmt.Errorf("storage pool %s: server info: %w", name, err)
+		return PoolChoice{}, fmt.Errorf("storage pool %s: server info: %w", name, err)
 	}
 	var drivers []string
 	for _, d := range srv.Environment.StorageSupportedDrivers {
 		drivers = append(drivers, d.Name)
 	}
-	if !slices.Contains(drivers, spec.Driver) {
-		return "", false, fmt.Errorf("storage pool %s: driver %q not supported by the daemon (it has %s): %w",
+	if spec.Driver != "" && !slices.Contains(drivers, spec.Driver) {
+		return PoolChoice{}, fmt.Errorf("storage pool %s: driver %q not supported by the daemon (it has %s): %w",
 			name, spec.Driver, strings.Join(drivers, ", "), ErrInvalid)
 	}
-	err = c.CreateStoragePool(api.StoragePoolsPost{
-		Name: name, Driver: spec.Driver,
-		StoragePoolPut: api.StoragePoolPut{
-			Config:      map[string]string{PoolOwnerKey: spec.Owner},
-			Description: spec.Description,
-		},
-	})
-	if err != nil {
-		return "", false, fmt.Errorf("create storage pool %s (driver %s): %w", name, spec.Driver, err)
+	create := func(driver string, cfg map[string]string) error {
+		cfg[PoolOwnerKey] = spec.Owner
+		err := c.CreateStoragePool(api.StoragePoolsPost{
+			Name: name, Driver: driver,
+			StoragePoolPut: api.StoragePoolPut{Config: cfg, Description: spec.Description},
+		})
+		if err != nil {
+			return fmt.Errorf("create storage pool %s (driver %s): %w", name, driver, err)
+		}
+		return nil
 	}
-	return name, true, nil
+	ch := PoolChoice{Name: name, Created: true, Driver: spec.Driver, Why: "driver " + spec.Driver + " asked for"}
+	made := false
+	if spec.Driver == "" {
+		ch.Driver = "dir"
+		if !slices.Contains(drivers, "btrfs") {
+			ch.Why = "no copy-on-write pool: the daemon does not support btrfs (it has " + strings.Join(drivers, ", ") + "; install btrfs-progs and restart it)"
+		} else {
+			size := spec.Size
+			if size == "" {
+				size = defaultLoopSize()
+			}
+			err := create("btrfs", map[string]string{"size": size})
+			switch {
+			case err == nil:
+				ch.Driver, ch.Why, made = "btrfs", "copy-on-write: btrfs on a "+size+" loop file (a launch snapshots the image instead of copying it)", true
+			case ctx.Err() != nil:
+				return PoolChoice{}, err
+			default:
+				ch.Why = fmt.Sprintf("no copy-on-write pool: btrfs on a loop file failed (%v)", err)
+			}
+		}
+	}
+	if !made {
+		if err := create(ch.Driver, map[string]string{}); err != nil {
+			return PoolChoice{}, err
+		}
+	}
+	if spec.Logger != nil {
+		spec.Logger.Info("storage pool created", "pool", name, "driver", ch.Driver, "why", ch.Why)
+	}
+	return ch, nil
+}
+
+// defaultLoopSize is a fifth of the free space where the daemon keeps its
+// loop files, between 5 and 30 GiB, as `incus admin init` picks it.
+func defaultLoopSize() string {
+	dir := os.Getenv("INCUS_DIR")
+	if dir == "" {
+		dir = "/var/lib/incus"
+	}
+	gib := int64(5)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err == nil {
+		gib = int64(st.Bavail) * st.Bsize / 5 / (1 << 30)
+	}
+	return strconv.FormatInt(min(max(gib, 5), 30), 10) + "GiB"
 }
 
 // RemovePool deletes the storage pool name if owner created it (its config

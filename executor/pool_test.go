@@ -19,7 +19,7 @@ func TestEnsurePoolCreatesReusesAndRemoves(t *testing.T) {
 	name, owner := incustest.UniqueName("pool-"), incustest.UniqueName("owner-")
 	t.Cleanup(func() { _ = d.Client.DeleteStoragePool(name) })
 
-	got, created, err := executor.EnsurePool(ctx, d.Client, executor.PoolSpec{Name: name, Owner: owner})
+	got, created, err := executor.EnsurePool(ctx, d.Client, executor.PoolSpec{Name: name, Owner: owner, Driver: "dir"})
 	is.NoErr(err)
 	is.Equal(got, name)
 	is.True(created)

@@ -6,7 +6,8 @@ import "errors"
 // name of the entry, alias or file at fault.
 var (
 	// ErrBadSource: the Source cannot be imported as given (no ID, an ID
-	// that makes no alias, neither Path nor Reader).
+	// that makes no alias, neither Path nor Reader, a profile in
+	// Metadata.Profiles that does not exist).
 	ErrBadSource = errors.New("imagebuild: bad source")
 	// ErrBadArchive: the input is not a readable (compressed) tar stream or
 	// disk image: not a tar, truncated, corrupt compression, absurd sizes.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type Client interface {
 	DeleteImageAlias(name string) error
 	GetInstances(instanceType api.InstanceType) ([]api.Instance, error)
 	GetServer() (*api.Server, string, error)
+	GetProfile(name string) (*api.Profile, string, error)
 }
 
 // AliasPrefix starts the alias of every image imported for an artifact.
@@ -89,7 +91,11 @@ type Metadata struct {
 	Description, OS, Release string
 	// Properties are added to the image properties.
 	Properties map[string]string
-	// Profiles are the profiles instances of the image get by default.
+	// Profiles are the profiles instances of the image get when created
+	// without a profile list (incus init IMAGE NAME): they are set on the
+	// image record at upload, where Incus reads them (metadata.yaml also
+	// lists them, but Incus ignores that). Each must exist in the
+	// project; empty leaves Incus's default, [default].
 	Profiles []string
 	// Created is the creation date; now when zero.
 	Created time.Time
@@ -317,6 +323,13 @@ func (im *Importer) importLocked(base, ctx context.Context, alias string, src So
 		return Image{}, fmt.Errorf("look up alias %s: %w", alias, err)
 	}
 
+	for _, p := range src.Metadata.Profiles {
+		if _, _, err := im.Client.GetProfile(p); api.StatusErrorCheck(err, http.StatusNotFound) {
+			return Image{}, fmt.Errorf("%w: %s: profile %q does not exist (create it before the image)", ErrBadSource, alias, p)
+		} else if err != nil {
+			return Image{}, fmt.Errorf("%s: look up profile %q: %w", alias, p, err)
+		}
+	}
 	start := time.Now()
 	fp, sum, err := im.upload(ctx, alias, src, opts)
 	if err != nil {
@@ -424,7 +437,9 @@ func (im *Importer) upload(ctx context.Context, alias string, src Source, opts O
 	}
 	meter := &meter{ctx: ctx, r: rc, total: size, progress: opts.Progress, hash: sha256.New()}
 
-	post := api.ImagesPost{Filename: alias}
+	// The profiles go with the upload (X-Incus-profiles), so the image
+	// never exists with the wrong ones.
+	post := api.ImagesPost{Filename: alias, ImagePut: api.ImagePut{Profiles: slices.Clone(src.Metadata.Profiles)}}
 	var args *incus.ImageCreateArgs
 	var stream interface {
 		io.Reader

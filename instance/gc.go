@@ -2,8 +2,11 @@ package instance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -79,30 +82,17 @@ func (m *Manager) unreachable(ctx context.Context) (map[string][]string, error) 
 // the server cannot say which of that member's instances are the owner's:
 // GC leaves them, and reports the member and its instances in an error
 // wrapping ErrUnavailable; a later GC, with the member back, deletes them.
+//
+// When GC returns, what it deleted is gone from the server, and no instance
+// the server was still creating when GC began escaped it: a host killed
+// mid-launch leaves a creation that the server completes on its own (the
+// instance carries the owner label only once it exists), and an ephemeral
+// instance that was stopping deletes itself in the background while still
+// listed. So GC first waits for the instance creations in flight on the
+// server (any owner's: an operation does not say whose it is), deletes,
+// waits until each deleted instance is no longer listed, and looks again
+// until a look finds nothing new, all within ctx.
 func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
-	insts, err := m.owned(ctx)
-	if err != nil {
-		return nil, err
-	}
-	unreachable, err := m.unreachable(ctx)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	var victims []string
-	for _, in := range insts {
-		if opts.Keep != nil && opts.Keep(in.Name) {
-			continue
-		}
-		created := in.CreatedAt
-		if t, err := time.Parse(time.RFC3339, in.Config[LabelCreated]); err == nil {
-			created = t
-		}
-		if opts.OlderThan > 0 && now.Sub(created) < opts.OlderThan {
-			continue
-		}
-		victims = append(victims, in.Name)
-	}
 	limit := opts.Concurrency
 	if limit <= 0 {
 		limit = 4
@@ -112,6 +102,46 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		deleted []string
 		errs    *multierror.Error
 	)
+	tried := map[string]bool{}
+	var unreachable map[string][]string
+	for pass := 1; ; pass++ {
+		if err := m.waitCreations(ctx); err != nil {
+			return deleted, errors.Join(errs.ErrorOrNil(), err)
+		}
+		insts, err := m.owned(ctx)
+		if err != nil {
+			return deleted, errors.Join(errs.ErrorOrNil(), err)
+		}
+		if unreachable, err = m.unreachable(ctx); err != nil {
+			return deleted, errors.Join(errs.ErrorOrNil(), err)
+		}
+		victims := m.victims(insts, opts, tried)
+		// A live host may keep creating: a few looks are enough for what
+		// a dead one left.
+		if len(victims) == 0 || pass > maxGCPasses {
+			break
+		}
+		g := new(errgroup.Group)
+		g.SetLimit(limit)
+		for _, name := range victims {
+			tried[name] = true
+			g.Go(func() error {
+				err := m.Instance(name).Delete(ctx)
+				if err == nil {
+					err = m.waitGone(ctx, name)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = multierror.Append(errs, err)
+				} else {
+					deleted = append(deleted, name)
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
+	}
 	for _, loc := range slices.Sorted(maps.Keys(unreachable)) {
 		names := unreachable[loc]
 		if opts.Keep != nil {
@@ -123,22 +153,6 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		errs = multierror.Append(errs, fmt.Errorf("%w: cluster member %s: cannot tell whether its instances %s are owner %s's, nor delete them",
 			ErrUnavailable, loc, strings.Join(names, ", "), m.cfg.Owner))
 	}
-	g := new(errgroup.Group)
-	g.SetLimit(limit)
-	for _, name := range victims {
-		g.Go(func() error {
-			err := m.Instance(name).Delete(ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = multierror.Append(errs, err)
-			} else {
-				deleted = append(deleted, name)
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
 	slices.Sort(deleted)
 	failed := 0
 	if errs != nil {
@@ -146,4 +160,98 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 	}
 	m.log.Info("garbage collected instances", "owner", m.cfg.Owner, "deleted", len(deleted), "failed", failed)
 	return deleted, errs.ErrorOrNil()
+}
+
+// maxGCPasses bounds GC's looks for instances that appeared meanwhile.
+const maxGCPasses = 4
+
+// victims selects, among the owner's instances, those opts lets GC delete
+// and that it has not tried yet.
+func (m *Manager) victims(insts []api.Instance, opts GCOptions, tried map[string]bool) []string {
+	now := time.Now()
+	var out []string
+	for _, in := range insts {
+		if tried[in.Name] || opts.Keep != nil && opts.Keep(in.Name) {
+			continue
+		}
+		created := in.CreatedAt
+		if t, err := time.Parse(time.RFC3339, in.Config[LabelCreated]); err == nil {
+			created = t
+		}
+		if opts.OlderThan > 0 && now.Sub(created) < opts.OlderThan {
+			continue
+		}
+		out = append(out, in.Name)
+	}
+	return out
+}
+
+// operationLister lists the server's operations; the Incus client is one,
+// narrow fakes need not be (GC then cannot see creations in flight).
+type operationLister interface {
+	GetOperations() ([]api.Operation, error)
+}
+
+// creatingDescription is how incusd describes an instance creation
+// operation (operationtype.InstanceCreate), in 6.0 as in later releases.
+const creatingDescription = "Creating instance"
+
+// creationsInFlight returns the names of the instances the server is
+// creating.
+func (m *Manager) creationsInFlight(ctx context.Context) ([]string, error) {
+	ol, ok := any(incusop.Bind(ctx, m.c)).(operationLister)
+	if !ok {
+		return nil, nil
+	}
+	ops, err := ol.GetOperations()
+	if err != nil {
+		return nil, fmt.Errorf("list operations: %w", err)
+	}
+	var names []string
+	for _, op := range ops {
+		if op.Description != creatingDescription || (op.StatusCode != api.Running && op.StatusCode != api.Pending) {
+			continue
+		}
+		for _, u := range op.Resources["instances"] {
+			names = append(names, path.Base(strings.SplitN(u, "?", 2)[0]))
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names), nil
+}
+
+// waitCreations waits until the server carries out no instance creation.
+func (m *Manager) waitCreations(ctx context.Context) error {
+	for logged := false; ; {
+		names, err := m.creationsInFlight(ctx)
+		if err != nil || len(names) == 0 {
+			return err
+		}
+		if !logged {
+			m.log.Info("waiting for instance creations in flight before collecting", "instances", names)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gc of owner %s: waiting for the creation of %s: %w", m.cfg.Owner, strings.Join(names, ", "), context.Cause(ctx))
+		case <-time.After(m.cfg.PollInterval):
+		}
+	}
+}
+
+// waitGone waits until the server no longer has the instance: a deletion
+// that reported the instance gone may have met the instance's own
+// (ephemeral) deletion, still removing its storage and then its record.
+func (m *Manager) waitGone(ctx context.Context, name string) error {
+	for {
+		_, _, err := incusop.Bind(ctx, m.c).GetInstance(name)
+		if api.StatusErrorCheck(err, http.StatusNotFound) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return wrapErr(fmt.Errorf("still listed after its deletion: %w", context.Cause(ctx)), name, "delete")
+		case <-time.After(m.cfg.PollInterval):
+		}
+	}
 }

@@ -98,7 +98,12 @@
 // host files owned by root appear owned by nobody, readable only through
 // their "other" permission bits. Shift needs a kernel and file system with
 // idmapped mounts (Linux 5.12 or later; verified on 6.18 with ext4) and
-// applies to containers only. All holds of a mount share its options and
+// applies to containers only. A source that nobody inside could read that
+// way (owner and group not mapped by the container, no read and search for
+// others: a root-owned 0700 directory, say) is refused with ErrUnreadable
+// naming the source and the remedies, rather than attached to fail every
+// access inside; privileged containers, VMs and sources with a POSIX ACL
+// are not checked. All holds of a mount share its options and
 // source; an Acquire asking for others fails with ErrInUse.
 //
 // # Other implementations

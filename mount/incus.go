@@ -108,6 +108,7 @@ type change struct {
 	alias    string
 	hash     string
 	source   string
+	src      sourceInfo // the source's owner and mode, for checkReadable
 	opts     Options
 	holder   string
 	done     chan error // buffered; receives the result once
@@ -138,7 +139,7 @@ func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, o
 	if err != nil {
 		return Handle{}, err
 	}
-	c := &change{alias: alias, hash: AliasHash(alias), source: resolved, opts: opts, holder: NewHolderID(), done: make(chan error, 1)}
+	c := &change{alias: alias, hash: AliasHash(alias), source: resolved, src: statSource(resolved), opts: opts, holder: NewHolderID(), done: make(chan error, 1)}
 	if err := m.submit(ctx, instance, c); err != nil {
 		return Handle{}, err
 	}
@@ -400,6 +401,9 @@ func (m *Manager) plan(inst *api.Instance, next map[string]*entry, c *change, in
 			if d["type"] == "disk" && d["path"] != "" && path.Clean(d["path"]) == at {
 				return fmt.Errorf("%w: device %s of %s already mounts at %s", ErrInUse, name, instance, at)
 			}
+		}
+		if err := checkReadable(inst, c); err != nil {
+			return err
 		}
 		next[c.hash] = &entry{hash: c.hash, alias: c.alias, source: c.source, opts: c.opts, holders: map[string]string{c.holder: m.owner}}
 		return nil

@@ -119,6 +119,13 @@ var (
 	// a cluster, the member hosting the instance must have the directory
 	// too (a shared file system, or the same path on every member).
 	ErrSourceMissing = errors.New("mount: source missing where the instance runs")
+	// ErrUnreadable: the source directory could be attached but nobody in
+	// the instance could read it: an unprivileged container without
+	// Options.Shift sees a directory whose owner and group it does not map
+	// as nobody's, so only its "other" permission bits count, and they lack
+	// read or search. Set Shift (an idmapped mount), or make the directory
+	// readable by others (chmod o+rx) or owned by an id the container maps.
+	ErrUnreadable = errors.New("mount: source unreadable inside the instance")
 )
 
 // DataDir is the directory inside an instance under which aliases appear.

@@ -204,15 +204,20 @@ func ula6(name string) netip.Prefix {
 }
 
 // ownedConfig returns the keys p owns with their wanted values given the
-// bridge's current config (nil when creating) and IPv4 gateway; an empty
-// value means the key must be absent.
-func (p *netPlan) ownedConfig(cur map[string]string, ipv4 netip.Prefix) map[string]string {
+// bridge's current config (nil when creating) and, when creating without an
+// explicit IPv4, the picked gateway; an empty value means the key must be
+// absent. Every wanted value comes from the spec, never from cur: an owned
+// key that drifted must come back.
+func (p *netPlan) ownedConfig(cur map[string]string, picked netip.Prefix) map[string]string {
 	want := map[string]string{
 		OwnerKey:   p.owner,
 		"ipv4.nat": strconv.FormatBool(p.NAT),
 	}
-	if p.IPv4.IsValid() || cur == nil {
-		want["ipv4.address"] = ipv4.String()
+	switch {
+	case p.IPv4.IsValid():
+		want["ipv4.address"] = p.IPv4.String()
+	case cur == nil:
+		want["ipv4.address"] = picked.String()
 	}
 	if len(p.DHCPRanges) > 0 {
 		rs := make([]string, len(p.DHCPRanges))
@@ -492,7 +497,11 @@ func (m *Manager) correctNetwork(ctx context.Context, p *netPlan, cur *api.Netwo
 		}
 		n.ACL = p.acl
 	}
-	want := p.ownedConfig(cur.Config, n.IPv4)
+	curCfg := cur.Config
+	if curCfg == nil {
+		curCfg = map[string]string{} // an existing bridge: nil would mean creating
+	}
+	want := p.ownedConfig(curCfg, netip.Prefix{})
 	if p.IPv4.IsValid() && want["ipv4.address"] != cur.Config["ipv4.address"] {
 		used, err := m.usedSubnets(p.Name)
 		if err != nil {

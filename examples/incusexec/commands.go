@@ -19,6 +19,7 @@ import (
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/internal/bench"
+	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/netbridge"
 )
 
@@ -76,7 +77,7 @@ func cmdSetup(ctx context.Context, a *app, args []string) error {
 	profile := fs.String("profile", "", "profile `name` (default: from --config, else incusexec)")
 	subnet := fs.String("subnet", "", "bridge IPv4 `gateway/len`, e.g. 10.42.0.1/24 (default: a free /24)")
 	nic := fs.String("nic-name", "", "NIC `name` inside instances (default eth0; host0 for Debian images)")
-	pool := fs.String("pool", "", "storage `pool` of the root disk, created (driver dir) when missing (default: the profile's, else default, else the first pool, else incusexec)")
+	pool := fs.String("pool", "", "storage `pool` of the root disk, created when missing: btrfs on a loop file where the daemon can, else dir (default: the profile's, else default, else the first pool, else incusexec)")
 	nat := fs.Bool("nat", false, "masquerade the instances' traffic (off unless asked for)")
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -138,6 +139,7 @@ type setupResult struct {
 	backend     *executor.Backend
 	pool        string
 	poolCreated bool
+	poolChoice  executor.PoolChoice
 	nat         bool
 }
 
@@ -155,7 +157,7 @@ func (r *setupResult) changes() []netbridge.Change {
 func (r *setupResult) lines() []string {
 	var out []string
 	if r.poolCreated {
-		out = append(out, fmt.Sprintf("storage-pool %s created (driver dir)", r.pool))
+		out = append(out, fmt.Sprintf("storage-pool %s created (driver %s: %s)", r.pool, r.poolChoice.Driver, r.poolChoice.Why))
 	}
 	for _, c := range r.changes() {
 		out = append(out, c.String())
@@ -183,7 +185,7 @@ func (r *setupResult) report() any {
 	}
 	n, p := r.backend.Network(), r.backend.Profile()
 	return map[string]any{
-		"pool": r.pool, "pool_created": r.poolCreated,
+		"pool": r.pool, "pool_created": r.poolCreated, "pool_driver": r.poolChoice.Driver, "pool_why": r.poolChoice.Why,
 		"network": n.Name, "ipv4": n.IPv4.String(), "profile": p.Name,
 		"changes": ch,
 	}
@@ -199,10 +201,11 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 		return nil, err
 	}
 	defer b0.Close()
-	pool, created, err := executor.EnsurePool(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner})
+	choice, err := executor.EnsurePoolChoice(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
+	pool, created := choice.Name, choice.Created
 	ps.Pool = pool
 	cfg.Client = b0.Client()
 	cfg.Network, cfg.Profile = &ns, &ps
@@ -215,7 +218,7 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 		}
 		return nil, err
 	}
-	return &setupResult{backend: b, pool: pool, poolCreated: created, nat: ns.NAT}, nil
+	return &setupResult{backend: b, pool: pool, poolCreated: created, poolChoice: choice, nat: ns.NAT}, nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -250,7 +253,7 @@ func cmdImageImport(ctx context.Context, a *app, args []string) error {
 	release := fs.String("release", "", "release property (e.g. bookworm)")
 	desc := fs.String("description", "", "description property")
 	var profiles multi
-	fs.Var(&profiles, "profile", "`profile` instances of the image get by default (repeatable)")
+	fs.Var(&profiles, "profile", "`profile` instances of the image get when created without profiles; set on the image record, must exist (repeatable)")
 	replace := fs.Bool("replace", false, "import even when the alias exists, and move it to the new image")
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -846,6 +849,9 @@ func cmdMount(ctx context.Context, a *app, args []string) error {
 	}
 	defer b.Close()
 	p, err := in.Mount(ctx, pos[1], pos[2], executor.MountOptions{ReadOnly: *ro, Shift: *shift})
+	if errors.Is(err, mount.ErrUnreadable) {
+		return fmt.Errorf("%w\n(with incusexec: mount --shift, or chmod o+rx %s)", err, pos[2])
+	}
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	fs := a.flagSet("demo")
 	backend := fs.String("backend", "incus", "`incus` (the real daemon) or fake (executor/fake, in memory, no Incus)")
 	debian := fs.Bool("debian", false, "use the Debian system tarball (debootstrap, cached) instead of busybox")
-	pool := fs.String("pool", "", "storage `pool`, created (driver dir) and removed again when missing (default: default, else the first pool, else incusexec)")
+	pool := fs.String("pool", "", "storage `pool`, created (btrfs on a loop file where the daemon can, else dir) and removed again when missing (default: default, else the first pool, else incusexec)")
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -209,7 +209,7 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 	}
 	b := res.backend
 	if res.poolCreated {
-		say("storage pool %s created (driver dir); the demo removes it at the end", res.pool)
+		say("storage pool %s created (driver %s: %s); the demo removes it at the end", res.pool, res.poolChoice.Driver, res.poolChoice.Why)
 	} else {
 		say("storage pool %s (exists)", res.pool)
 	}

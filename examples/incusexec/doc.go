@@ -67,8 +67,16 @@
 //	    exit 3); share a host directory between two instances by alias with
 //	    reference counting; print a summary and remove everything it created.
 //	bench [--image TARBALL] [--pool P,...] [--runs N] [--concurrency C] [--quick]
-//	    The benchmark suite of internal/bench (issue 9): incusexec against
-//	    the incus command line and the raw API, side by side; prints the table.
+//	    The benchmark suite of internal/bench: incusexec against the incus
+//	    command line and the raw API, side by side (image import, start to
+//	    ready, exec round trip, push/pull, teardown, task throughput, warm
+//	    pool claim); prints the table with each ratio (incusexec / reference)
+//	    and the target it should meet, e.g. split import ≤ 1.5x of `incus
+//	    image import`, start to ready ≤ 0.75x of `incus launch` plus an exec
+//	    loop, exec round trip ≤ 0.6x of `incus exec`, push/pull ≤ 1.0x of
+//	    `incus file push/pull`, 20 tasks at concurrency 4 ≤ 0.33x of the same
+//	    run one by one through the CLI, a warm pool claim ≤ 0.1x of a cold
+//	    start.
 //
 // Global flags, accepted before or after the command: --config FILE,
 // --socket PATH, --remote URL, --project P, --target MEMBER, --owner O

@@ -72,7 +72,7 @@ func init() {
 		{"virt-args", "--image A [--vm] [--profile P]", "print the autopkgtest-virt-incus arguments", cmdVirtArgs},
 		{"gc", "[--older-than DUR] [--networks]", "delete the owner's leftover instances (and its bridge and profile)", cmdGC},
 		{"demo", "[--backend incus|fake] [--debian] [--pool P]", "the whole library at work, then clean up", cmdDemo},
-		{"bench", "[--image TARBALL] [--pool P,...] [--runs N] [--concurrency C] [--quick]", "measure incusexec against the incus CLI and the raw API (issue 9)", cmdBench},
+		{"bench", "[--image TARBALL] [--pool P,...] [--runs N] [--concurrency C] [--quick]", "time incusexec against the incus CLI and the raw API; print each ratio and its target", cmdBench},
 	}
 }
 

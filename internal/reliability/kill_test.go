@@ -39,6 +39,8 @@ type childJob struct {
 	Socket, Owner, Prefix, Pool string
 	Shared                      string // the parent's instance
 	Root, Source                string // allowlist root and mount source
+	// Mode "run" does what `incusexec run` does instead (runChildRun).
+	Mode string
 }
 
 var phases = []string{"network", "launch", "exec", "push", "mount", "stop"}
@@ -65,6 +67,9 @@ func childMain() int {
 }
 
 func runChild(job childJob) error {
+	if job.Mode == "run" {
+		return runChildRun(job)
+	}
 	ctx := context.Background()
 	phase := func(p string) { fmt.Println(p) }
 	c, err := incus.ConnectIncusUnix(job.Socket, nil)
@@ -82,7 +87,7 @@ func runChild(job childJob) error {
 		return err
 	}
 	phase("launch")
-	im, err := instance.New(c, instance.Config{Owner: job.Owner, StopGrace: 10 * time.Second})
+	im, err := instance.New(c, instance.Config{Owner: job.Owner, Prefix: job.Owner + "-", StopGrace: 10 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -241,6 +246,13 @@ func killOnce(t *testing.T, d *incustest.Daemon, shared, root, source, target st
 	if _, err := im.GC(ctx, instance.GCOptions{}); err != nil {
 		t.Errorf("GC of %s: %v", owner, err)
 	}
+	// The listing right after the one GC must be empty: an instance still
+	// being created or deleted is listed without its configuration (so
+	// without the owner label), and only its name tells whose it is.
+	var afterGC []string
+	for _, l := range named(t, d, owner+"-") {
+		afterGC = append(afterGC, "instance right after GC: "+l)
+	}
 	mm, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{root}, Owner: "cleanup"})
 	is.NoErr(err)
 	ms, err := mm.Mounts(ctx, shared)
@@ -257,7 +269,7 @@ func killOnce(t *testing.T, d *incustest.Daemon, shared, root, source, target st
 	if _, err := netbridge.New(d.Client, netbridge.Options{}).Cleanup(ctx, owner); err != nil {
 		t.Errorf("netbridge cleanup of %s: %v", owner, err)
 	}
-	r := killRound{target: target, killedIn: killedIn, delay: delay}
+	r := killRound{target: target, killedIn: killedIn, delay: delay, leaks: afterGC}
 	bridge := owner + "-br"
 	if killedIn == "network" {
 		// Incus may still be bringing the cut-short network up: give
@@ -366,7 +378,7 @@ func ownedBy(t *testing.T, c incus.InstanceServer, owner, shared string) []strin
 		t.Fatal(err)
 	}
 	for _, v := range vols {
-		if v.Type == "container" && strings.HasPrefix(v.Name, instance.DefaultPrefix) {
+		if v.Type == "container" && strings.HasPrefix(v.Name, owner+"-") {
 			if _, _, err := c.GetInstance(v.Name); err != nil {
 				left = append(left, "volume "+v.Name+" without instance")
 			}

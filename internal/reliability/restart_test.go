@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,9 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 	defer im.Close()
 	importer := &imagebuild.Importer{Client: c, LockDir: t.TempDir()}
 	root := t.TempDir()
+	// Readable inside the unprivileged container (mount refuses a 0700
+	// root-owned source without Shift: mount.ErrUnreadable).
+	is.NoErr(os.Chmod(root, 0o755))
 	mm, err := mount.New(mount.Config{Client: c, AllowedRoots: []string{root}, Owner: "restart"})
 	is.NoErr(err)
 
