@@ -1,0 +1,180 @@
+package instance_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/lxc/incus/v6/shared/api"
+	"github.com/matryer/is"
+)
+
+// recordedFiles lists the instance's exec-output files; the listing fails
+// when no exec ever recorded output there (incusd creates the directory on
+// the first recorded exec).
+func recordedFiles(t *testing.T, d *incustest.Daemon, name string) []string {
+	t.Helper()
+	resp, _, err := d.Client.RawQuery(http.MethodGet, "/1.0/instances/"+name+"/logs/exec-output", nil, "")
+	if err != nil {
+		t.Fatalf("list exec-output of %s: %v", name, err)
+	}
+	var files []string
+	if err := resp.MetadataAsStruct(&files); err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestExecRecordsAndRemovesOutput runs commands that end every way there
+// is; each must have used the recorded path and left no file behind.
+func TestExecRecordsAndRemovesOutput(t *testing.T) {
+	t.Parallel()
+	d, m, _ := setup(t, instance.Config{KillGrace: 500 * time.Millisecond})
+	in := launch(t, m, instance.Spec{})
+	var long strings.Builder
+	for i := 1; i <= 100000; i++ {
+		fmt.Fprintf(&long, "%d\n", i)
+	}
+	for _, tc := range []struct {
+		name           string
+		args           []string
+		timeout        time.Duration
+		cancelAfter    string // cancel ctx once stdout has this
+		code           int
+		stdout, stderr string
+		err            error
+	}{
+		{name: "success", args: []string{"sh", "-c", "echo out; echo err >&2"}, stdout: "out\n", stderr: "err\n"},
+		{name: "failure", args: []string{"sh", "-c", "echo out; exit 3"}, code: 3, stdout: "out\n"},
+		{name: "not found", args: []string{"no-such-command"}, code: 127},
+		{name: "not executable", args: []string{"/etc/passwd"}, code: 126},
+		{name: "large", args: []string{"seq", "1", "100000"}, stdout: long.String()},
+		{name: "marker look-alike", args: []string{"sh", "-c", "echo 'incusexec-exec-pid 1' >&2; printf 'no newline' >&2"}, stderr: "incusexec-exec-pid 1\nno newline"},
+		{name: "timeout", args: []string{"sh", "-c", "echo before; exec sleep 60"}, timeout: 300 * time.Millisecond, code: 143, stdout: "before\n", err: instance.ErrTimeout},
+		{name: "cancel", args: []string{"sh", "-c", "echo ready; exec sleep 60"}, cancelAfter: "ready\n", code: 143, stdout: "ready\n", err: context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out, errb bytes.Buffer
+			var stdout io.Writer = &out
+			if tc.cancelAfter != "" {
+				stdout = cancelOn{w: &out, want: tc.cancelAfter, cancel: cancel}
+			}
+			code, err := in.Exec(ctx, instance.Cmd{Args: tc.args, Stdout: stdout, Stderr: &errb, Timeout: tc.timeout})
+			if tc.err == nil {
+				is.NoErr(err)
+			} else {
+				is.True(errors.Is(err, tc.err))
+			}
+			is.Equal(code, tc.code)
+			is.Equal(out.String(), tc.stdout)
+			is.Equal(errb.String(), tc.stderr)
+			is.Equal(recordedFiles(t, d, in.Name()), []string{})
+		})
+	}
+}
+
+// cancelOn cancels once what was written ends with want.
+type cancelOn struct {
+	w      *bytes.Buffer
+	want   string
+	cancel context.CancelFunc
+}
+
+func (c cancelOn) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if strings.HasSuffix(c.w.String(), c.want) {
+		c.cancel()
+	}
+	return n, err
+}
+
+// TestExecFollowsRecordedOutput lets the command finish only once its first
+// line has reached the caller: without live following it would never end.
+func TestExecFollowsRecordedOutput(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	seen := make(chan struct{})
+	w := &notifyWriter{on: "started\n", seen: seen}
+	go func() {
+		select {
+		case <-seen:
+			run(t, in, "touch", "/tmp/go-on")
+		case <-time.After(50 * time.Second):
+		}
+	}()
+	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{
+		Args:    []string{"sh", "-c", "echo started; while [ ! -e /tmp/go-on ]; do sleep 0.1; done; echo done"},
+		Stdout:  w,
+		Timeout: 55 * time.Second,
+	})
+	is.NoErr(err)
+	is.Equal(code, 0)
+	is.Equal(w.buf.String(), "started\ndone\n")
+}
+
+type notifyWriter struct {
+	buf  bytes.Buffer
+	on   string
+	seen chan struct{}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	n, err := w.buf.Write(p)
+	if w.seen != nil && strings.Contains(w.buf.String(), w.on) {
+		close(w.seen)
+		w.seen = nil
+	}
+	return n, err
+}
+
+// TestExecOutputEndpointServesRanges checks on the daemon what following
+// relies on: the exec-output endpoint answers a Range request with the
+// file's tail (206), and a range at its end with 416.
+func TestExecOutputEndpointServesRanges(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	op, _, err := d.Client.RawOperation(http.MethodPost, "/instances/"+in.Name()+"/exec", api.InstanceExecPost{
+		Command: []string{"printf", "0123456789"}, RecordOutput: true,
+	}, "")
+	is.NoErr(err)
+	is.NoErr(op.Wait())
+	file := "/1.0/instances/" + in.Name() + "/logs/exec-output/exec_" + op.Get().ID + ".stdout"
+	info, err := d.Client.GetConnectionInfo()
+	is.NoErr(err)
+	get := func(rng string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, info.URL+file, nil)
+		is.NoErr(err)
+		req.Header.Set("Range", rng)
+		resp, err := d.Client.DoHTTP(req)
+		is.NoErr(err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		is.NoErr(err)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("bytes=4-")
+	is.Equal(code, http.StatusPartialContent)
+	is.Equal(body, "456789")
+	code, _ = get("bytes=10-")
+	is.Equal(code, http.StatusRequestedRangeNotSatisfiable)
+	for _, suffix := range []string{".stdout", ".stderr"} {
+		_, _, err := d.Client.RawQuery(http.MethodDelete, strings.TrimSuffix(file, ".stdout")+suffix, nil, "")
+		is.NoErr(err)
+	}
+	is.Equal(recordedFiles(t, d, in.Name()), []string{})
+}
