@@ -67,13 +67,23 @@ func (s *rawServer) startExec(instance string, req api.InstanceExecPost) (string
 	return op.ID, nil
 }
 
+// opWaitSecs bounds each long poll of waitOp (a variable for tests).
+var opWaitSecs = 30
+
 // waitOp waits for an operation to end and returns it; a failed operation
 // is returned with its error.
 func (s *rawServer) waitOp(ctx context.Context, id string) (*api.Operation, error) {
 	for {
-		op, err := s.waitOpOnce(ctx, id, 30)
+		op, err := s.waitOpOnce(ctx, id, opWaitSecs)
 		if err != nil {
-			return nil, err
+			// A poll that timed out is an error on some releases: the
+			// operation's own state says whether it has ended.
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			if op, err = s.getOp(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		switch op.StatusCode {
 		case api.Success:
@@ -84,8 +94,16 @@ func (s *rawServer) waitOp(ctx context.Context, id string) (*api.Operation, erro
 	}
 }
 
+func (s *rawServer) getOp(ctx context.Context, id string) (*api.Operation, error) {
+	return s.opRequest(ctx, id, fmt.Sprintf("/1.0/operations/%s", url.PathEscape(id)))
+}
+
 func (s *rawServer) waitOpOnce(ctx context.Context, id string, timeoutSecs int) (*api.Operation, error) {
-	u := s.url + s.path(fmt.Sprintf("/1.0/operations/%s/wait?timeout=%d", url.PathEscape(id), timeoutSecs))
+	return s.opRequest(ctx, id, fmt.Sprintf("/1.0/operations/%s/wait?timeout=%d", url.PathEscape(id), timeoutSecs))
+}
+
+func (s *rawServer) opRequest(ctx context.Context, id, path string) (*api.Operation, error) {
+	u := s.url + s.path(path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err

@@ -178,3 +178,19 @@ func TestExecOutputEndpointServesRanges(t *testing.T) {
 	}
 	is.Equal(recordedFiles(t, d, in.Name()), []string{})
 }
+
+// TestExecOutlastsOperationWaits runs a command longer than several of the
+// long polls that await its operation (shortened to a second): a poll that
+// times out must not end the exec. Not parallel: it changes a package
+// setting.
+func TestExecOutlastsOperationWaits(t *testing.T) {
+	is := is.New(t)
+	_, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{})
+	defer instance.SetOpWaitSecs(1)()
+	var out bytes.Buffer
+	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"sh", "-c", "sleep 3; echo late"}, Stdout: &out})
+	is.NoErr(err)
+	is.Equal(code, 0)
+	is.Equal(out.String(), "late\n")
+}
