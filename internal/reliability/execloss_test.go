@@ -23,7 +23,7 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 
 const (
 	execLossSoak = 2000
-	execLossConc = 16 // commands at a time, as in the issue's measurement
+	execLossConc = 16 // commands at a time per side, as in the issue's measurement
 	loadLoops    = 6  // fork loops in the container: 3 per core here
 )
 
@@ -48,8 +48,8 @@ func execLossRuns(t *testing.T) int {
 
 // TestExecOutputUnderLoad is the reproducer of incusd's lost exec output:
 // batches of execLossConc commands that write right at incusd's poll
-// timeout, alternately through the stock `incus exec` and through
-// instance.Exec, while fork loops oversubscribe the CPUs. It counts the
+// timeout through the stock `incus exec` and, at the same time, as many
+// through instance.Exec, while fork loops oversubscribe the CPUs. It counts the
 // commands whose output was not exactly "marker\n". incusexec must lose
 // none; stock must lose some, or the load did not reproduce the race and
 // the run proves nothing.
@@ -72,8 +72,10 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	start := time.Now()
 	for done := 0; done < runs; done += execLossConc {
 		batch := min(execLossConc, runs-done)
-		stock.add(runBatch(batch, func() (string, error) { return stockExec(ctx, d.Dir, in.Name()) }))
-		ours.add(runBatch(batch, func() (string, error) { return libExec(ctx, in) }))
+		var wg sync.WaitGroup
+		wg.Go(func() { stock.add(runBatch(batch, func() (string, error) { return stockExec(ctx, d.Dir, in.Name()) })) })
+		wg.Go(func() { ours.add(runBatch(batch, func() (string, error) { return libExec(ctx, in) })) })
+		wg.Wait()
 		if (done/execLossConc)%10 == 0 {
 			t.Logf("%d/%d per side: stock lost %d, incusexec lost %d", done+batch, runs, stock.lost, ours.lost)
 		}
