@@ -117,7 +117,7 @@ func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 // exec runs req on the recorded path when it can, else on websockets.
 func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
 	raw, ok := in.m.c.(rawAPI)
-	if cmd.Stream || cmd.Stdin != nil || !ok || !raw.HasExtension("container_exec_recording") {
+	if cmd.Stream || !ok || !raw.HasExtension("container_exec_recording") {
 		return in.execStream(ctx, req, cmd, killGrace)
 	}
 	code, err := in.execRecorded(ctx, raw, req, cmd, killGrace)

@@ -28,7 +28,9 @@ const wrapperShell = "/bin/sh"
 // checks reproduce incusd's own silent 127 and 126 for a missing or
 // non-executable command, which the shell would otherwise comment on.
 const wrapperScript = `printf '` + pidMarker + `%d\n' "$$" >&2
-case $1 in
+` + wrapperExec
+
+const wrapperExec = `case $1 in
 */*) [ -e "$1" ] || exit 127; [ -f "$1" ] && [ -x "$1" ] || exit 126 ;;
 *) command -v -- "$1" >/dev/null 2>&1 || exit 127 ;;
 esac
@@ -54,7 +56,13 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	runCtx, cancel := execContext(ctx, cmd.Timeout)
 	defer cancel()
 	name := req.Command[0]
-	req.Command = append([]string{wrapperShell, "-c", wrapperScript, "sh"}, req.Command...)
+	fifo := ""
+	if cmd.Stdin != nil {
+		fifo = stdinFIFO()
+		req.Command = append([]string{wrapperShell, "-c", stdinWrapperScript, "sh", fifo}, req.Command...)
+	} else {
+		req.Command = append([]string{wrapperShell, "-c", wrapperScript, "sh"}, req.Command...)
+	}
 	req.WaitForWS, req.Interactive, req.RecordOutput = false, false, true
 	srv, err := newRawServer(raw)
 	if err != nil {
@@ -69,31 +77,67 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	defer rec.remove(in)
 	waitCtx, stopWaiting := context.WithCancel(context.Background())
 	defer stopWaiting()
-	waited := make(chan opResult, 1)
+	w := &opWaiter{ch: make(chan opResult, 1)}
 	go func() {
 		op, err := srv.waitOp(waitCtx, id)
-		waited <- opResult{op, err}
+		w.ch <- opResult{op, err}
 	}()
+	var feed *feeder
+	if fifo != "" && in.awaitPID(runCtx, rec, w) {
+		feed = in.startFeeder(req, fifo, cmd.Stdin)
+	}
 
-	res, finished, stopErr := in.followUntilEnd(runCtx, rec, waited, killGrace)
+	finished, stopErr := in.followUntilEnd(runCtx, rec, w, killGrace)
+	if feed != nil {
+		feed.finish(in, srv, stopErr != nil || !finished)
+	}
 	if !finished {
 		return -1, fmt.Errorf("%w: instance %s: %s did not end after SIGKILL: %w", ErrExec, in.name, name, stopErr)
 	}
 	if err := rec.readToEnd(); err != nil {
 		return -1, fmt.Errorf("%w: instance %s: exec %s: output: %w", ErrExec, in.name, name, err)
 	}
-	code, opErr := -1, res.err
-	if res.op != nil {
-		code = exitCode(res.op.Metadata)
+	code, opErr := -1, w.res.err
+	if w.res.op != nil {
+		code = exitCode(w.res.op.Metadata)
 	}
 	if stopErr == nil && !rec.stderr.sawMarker && rec.stdout.off == 0 && rec.stderr.off == 0 &&
-		(code == 127 || (opErr != nil && containsFold(opErr.Error(), "command not found"))) {
+		(code == 127 || code == noFIFO || (opErr != nil && containsFold(opErr.Error(), "command not found"))) {
 		return -1, errNoWrapper
 	}
 	if opErr == nil && code < 0 {
 		opErr = errors.New("no exit status")
 	}
 	return in.execResult(name, code, opErr, stopErr)
+}
+
+// opWaiter holds how the awaited operation ended, once it has.
+type opWaiter struct {
+	ch   chan opResult
+	res  opResult
+	done bool
+}
+
+// wait returns whether the operation has ended, waiting for it until
+// timeout (nil: not at all).
+func (w *opWaiter) wait(timeout <-chan time.Time) bool {
+	if w.done {
+		return true
+	}
+	if timeout == nil {
+		select {
+		case w.res = <-w.ch:
+			w.done = true
+		default:
+		}
+		return w.done
+	}
+	select {
+	case w.res = <-w.ch:
+		w.done = true
+	case <-timeout:
+	}
+	return w.done
 }
 
 // execContext bounds ctx by timeout (when positive), with ErrTimeout as the
@@ -132,18 +176,21 @@ func (in *Instance) newRecording(srv *rawServer, opID string, stdout, stderr io.
 // followUntilEnd copies new output to the writers until the operation ends;
 // when ctx ends first it stops the command as the websocket path does
 // (SIGTERM, SIGKILL after killGrace).
-func (in *Instance) followUntilEnd(ctx context.Context, rec *recording, waited <-chan opResult, killGrace time.Duration) (res opResult, finished bool, stopErr error) {
+func (in *Instance) followUntilEnd(ctx context.Context, rec *recording, w *opWaiter, killGrace time.Duration) (finished bool, stopErr error) {
+	if w.wait(nil) {
+		return true, nil
+	}
 	wait := 100 * time.Millisecond
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		select {
-		case res = <-waited:
-			return res, true, nil
+		case w.res = <-w.ch:
+			w.done = true
+			return true, nil
 		case <-ctx.Done():
 			stopErr = context.Cause(ctx)
-			res, finished = in.stopRecorded(rec, waited, killGrace, stopErr)
-			return res, finished, stopErr
+			return in.stopRecorded(rec, w, killGrace, stopErr), stopErr
 		case <-timer.C:
 			rec.follow(in)
 			wait = min(2*wait, followEvery)
@@ -152,21 +199,14 @@ func (in *Instance) followUntilEnd(ctx context.Context, rec *recording, waited <
 	}
 }
 
-func (in *Instance) stopRecorded(rec *recording, waited <-chan opResult, killGrace time.Duration, cause error) (opResult, bool) {
+func (in *Instance) stopRecorded(rec *recording, w *opWaiter, killGrace time.Duration, cause error) bool {
 	in.m.log.Info("exec: stopping command", "name", in.name, "cause", cause)
 	in.signalRecorded(rec, syscall.SIGTERM)
-	select {
-	case res := <-waited:
-		return res, true
-	case <-time.After(killGrace):
+	if w.wait(time.After(killGrace)) {
+		return true
 	}
 	in.signalRecorded(rec, syscall.SIGKILL)
-	select {
-	case res := <-waited:
-		return res, true
-	case <-time.After(killGrace + 5*time.Second):
-		return opResult{}, false
-	}
+	return w.wait(time.After(killGrace + 5*time.Second))
 }
 
 // signalRecorded sends sig to the command through a second exec, by the pid

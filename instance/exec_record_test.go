@@ -194,3 +194,68 @@ func TestExecOutlastsOperationWaits(t *testing.T) {
 	is.Equal(code, 0)
 	is.Equal(out.String(), "late\n")
 }
+
+// TestExecStdinRecorded feeds stdin to recorded execs: all of it arrives,
+// a command that does not read it or stops early is fine, and no FIFO is
+// left in /tmp.
+func TestExecStdinRecorded(t *testing.T) {
+	t.Parallel()
+	d, m, _ := setup(t, instance.Config{KillGrace: 500 * time.Millisecond})
+	in := launch(t, m, instance.Spec{})
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		user    string
+		stdin   io.Reader
+		timeout time.Duration
+		code    int
+		stdout  string
+		err     error
+	}{
+		{name: "cat", args: []string{"cat"}, stdin: strings.NewReader("fed\n"), stdout: "fed\n"},
+		{name: "large", args: []string{"cat"}, stdin: strings.NewReader(big), stdout: big},
+		{name: "as a user", args: []string{"sh", "-c", "id -u; cat"}, user: "4321", stdin: strings.NewReader("x"), stdout: "4321\nx"},
+		{name: "not read", args: []string{"echo", "ok"}, stdin: strings.NewReader("ignored"), stdout: "ok\n"},
+		{name: "endless, read in part", args: []string{"head", "-c", "5"}, stdin: endless{}, stdout: "yyyyy"},
+		{name: "empty", args: []string{"wc", "-c"}, stdin: strings.NewReader(""), stdout: "0\n"},
+		{name: "timeout while reading", args: []string{"cat"}, stdin: endlessSlow{}, timeout: time.Second, code: 143, err: instance.ErrTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			var out, errb bytes.Buffer
+			code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: tc.args, User: tc.user, Stdin: tc.stdin, Stdout: &out, Stderr: &errb, Timeout: tc.timeout})
+			if tc.err == nil {
+				is.NoErr(err)
+			} else {
+				is.True(errors.Is(err, tc.err))
+			}
+			is.Equal(code, tc.code)
+			if tc.stdout != "" || tc.err == nil {
+				is.Equal(out.Len(), len(tc.stdout))
+				is.True(out.String() == tc.stdout)
+			}
+			is.Equal(errb.String(), "")
+			is.Equal(recordedFiles(t, d, in.Name()), []string{})
+		})
+	}
+	is := is.New(t)
+	is.True(!strings.Contains(run(t, in, "ls", "-a", "/tmp"), "incusexec-stdin")) // no FIFO left
+}
+
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'y'
+	}
+	return len(p), nil
+}
+
+// endlessSlow gives a line every 100ms, for ever.
+type endlessSlow struct{}
+
+func (endlessSlow) Read(p []byte) (int, error) {
+	time.Sleep(100 * time.Millisecond)
+	return copy(p, "line\n"), nil
+}
