@@ -24,7 +24,7 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 const (
 	execLossSoak = 2000
 	execLossConc = 16 // commands at a time per side, as in the measurement
-	loadLoops    = 6  // fork loops in the container: 3 per core here
+	loadLoops    = 12 // fork loops in the container: 6 per core here
 )
 
 // execLossCommand is silent for incusd's poll timeout (1 s), then writes
