@@ -89,9 +89,10 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		return nil, err
 	}
 	now := time.Now()
-	var victims []string
+	var victims, kept []string
 	for _, in := range insts {
 		if opts.Keep != nil && opts.Keep(in.Name) {
+			kept = append(kept, in.Name)
 			continue
 		}
 		created := in.CreatedAt
@@ -99,6 +100,7 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 			created = t
 		}
 		if opts.OlderThan > 0 && now.Sub(created) < opts.OlderThan {
+			kept = append(kept, in.Name)
 			continue
 		}
 		victims = append(victims, in.Name)
@@ -139,6 +141,7 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		})
 	}
 	_ = g.Wait()
+	m.sweepExecOutput(ctx, kept) // exec_gc.go
 	slices.Sort(deleted)
 	failed := 0
 	if errs != nil {
