@@ -36,7 +36,8 @@ type Cmd struct {
 	// Group is a group name or gid; the user's primary group when empty.
 	Group string
 	// Stdin feeds the command (end of file at once when nil). A reader that
-	// never ends keeps a goroutine busy after Exec returns.
+	// never ends keeps a goroutine busy after Exec returns. See the package
+	// documentation, "Exec output", for how it reaches a recorded command.
 	Stdin io.Reader
 	// Stdout and Stderr receive the output (discarded when nil). The same
 	// writer may be given for both.

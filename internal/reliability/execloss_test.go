@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,7 +25,11 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 const (
 	execLossSoak = 2000
 	execLossConc = 16 // commands at a time per side, as in the measurement
-	loadLoops    = 12 // fork loops in the container: 6 per core here
+	// Load: fork loops in the container, and output floods streamed
+	// through incusd over websockets, which keep incusd's own threads busy
+	// (the race needs incusd's reader to be late after its poll timeout).
+	loadLoops  = 6
+	floodLoops = 4
 )
 
 // execLossCommand is silent for incusd's poll timeout (1 s), then writes
@@ -67,6 +72,7 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	defer func() { is.NoErr(in.Delete(context.WithoutCancel(ctx))) }()
 
 	stopLoad := startForkLoad(ctx, t, in, 40*time.Minute)
+	stopFloods := startFloods(ctx, t, in)
 	stock := &lossCount{}
 	ours := &lossCount{}
 	start := time.Now()
@@ -80,9 +86,10 @@ func TestExecOutputUnderLoad(t *testing.T) {
 			t.Logf("%d/%d per side: stock lost %d, incusexec lost %d", done+batch, runs, stock.lost, ours.lost)
 		}
 	}
+	stopFloods()
 	stopLoad()
-	t.Logf("SUMMARY %d commands per side, %d at a time, %d fork loops, %v: stock incus exec lost %d (%d errors), incusexec lost %d (%d errors)",
-		runs, execLossConc, loadLoops, time.Since(start).Round(time.Second), stock.lost, stock.errs, ours.lost, ours.errs)
+	t.Logf("SUMMARY %d commands per side, %d at a time, %d fork loops in the container, %d output floods, %v: stock incus exec lost %d (%d errors), incusexec lost %d (%d errors)",
+		runs, execLossConc, loadLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.errs, ours.lost, ours.errs)
 	for _, e := range ours.samples {
 		t.Errorf("incusexec: %s", e)
 	}
@@ -90,6 +97,22 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	if stock.lost == 0 {
 		t.Errorf("stock incus exec lost nothing in %d commands: the load did not reproduce incusd's race, so this run shows nothing", runs)
 	}
+}
+
+// startFloods streams floodLoops endless outputs through incusd until the
+// returned function is called.
+func startFloods(ctx context.Context, t *testing.T, in *instance.Instance) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range floodLoops {
+		wg.Go(func() {
+			_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "while :; do cat /bin/busybox; done"}, Stdout: io.Discard, Stream: true, KillGrace: time.Second})
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("output flood: %v", err)
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }
 }
 
 // startForkLoad runs loadLoops fork-heavy loops in the instance until the
