@@ -95,7 +95,11 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 		return -1, fmt.Errorf("%w: instance %s: %s did not end after SIGKILL: %w", ErrExec, in.name, name, stopErr)
 	}
 	if err := rec.readToEnd(); err != nil {
-		return -1, fmt.Errorf("%w: instance %s: exec %s: output: %w", ErrExec, in.name, name, err)
+		if stopErr != nil {
+			in.m.log.Warn("exec: end of recorded output", "name", in.name, "err", err)
+		} else {
+			return -1, fmt.Errorf("%w: instance %s: exec %s: output: %w", ErrExec, in.name, name, err)
+		}
 	}
 	code, opErr := -1, w.res.err
 	if w.res.op != nil {
@@ -263,7 +267,13 @@ func (rec *recording) readToEnd() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = f.pull()
+			f.final = true
+			for try := range 3 {
+				if _, errs[i] = f.pull(); errs[i] == nil {
+					break
+				}
+				time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+			}
 			if errs[i] == nil {
 				errs[i] = f.flush()
 			}
@@ -297,6 +307,7 @@ type follower struct {
 	suffix string
 	w      io.Writer
 	off    int64 // bytes of the file consumed
+	final  bool  // the command has ended: the file must be there
 	werr   error // the writer's first error: later output is dropped
 
 	header    bool   // the file starts with the wrapper's pid line
@@ -332,7 +343,13 @@ func (f *follower) pull() (int64, error) {
 		if _, err := io.CopyN(io.Discard, resp.Body, f.off); err != nil {
 			return 0, fmt.Errorf("%s: shorter than the %d bytes already read: %w", f.suffix, f.off, err)
 		}
-	case http.StatusRequestedRangeNotSatisfiable, http.StatusNotFound:
+	case http.StatusRequestedRangeNotSatisfiable:
+		return 0, nil
+	case http.StatusNotFound:
+		if f.final {
+			// An ephemeral instance that stopped itself takes its files along.
+			return 0, fmt.Errorf("%s: gone before it was read to its end (%d bytes read)", f.suffix, f.off)
+		}
 		return 0, nil
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
