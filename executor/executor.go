@@ -169,6 +169,12 @@ type Cmd struct {
 	// Timeout kills the command after this long (ErrTimeout); zero means
 	// no limit beyond ctx.
 	Timeout time.Duration
+	// Stream asks for output delivered as it is written (interactive use)
+	// rather than the backend's loss-proof default; on Incus it selects
+	// the websocket path, which can lose the end of the output when the
+	// host is loaded (see package instance, "Exec output"). Backends
+	// without the distinction ignore it.
+	Stream bool
 }
 
 // FileOptions are the owner and mode of pushed files and created

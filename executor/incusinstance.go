@@ -84,7 +84,7 @@ func (i *IncusInstance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 	}
 	code, err := i.in.Exec(ctx, instance.Cmd{
 		Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir, User: cmd.User, Group: cmd.Group, NoCreateUser: true,
-		Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, Timeout: cmd.Timeout,
+		Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, Timeout: cmd.Timeout, Stream: cmd.Stream,
 	})
 	return code, mapErr(err)
 }

@@ -18,9 +18,10 @@
 //   - Stop asks init to shut down and forces the instance off after a grace
 //     period; Restart, Delete; all of them fine on an instance that is gone.
 //   - Exec runs argv with environment, directory, user and group (a named
-//     user is created on demand, as Debusine's _debusine), streams stdin,
-//     stdout and stderr, and returns the exit status once all output is in.
-//     A timeout or a cancelled context sends SIGTERM, then SIGKILL.
+//     user is created on demand, as Debusine's _debusine), feeds stdin,
+//     delivers stdout and stderr, and returns the exit status once all
+//     output is in. A timeout or a cancelled context sends SIGTERM, then
+//     SIGKILL. See "Exec output" below.
 //   - Push, Pull and Mkdir move single files as streams, over SFTP; PushTar,
 //     PullTar, PushDir and PullDir move whole trees with modes and owners.
 //   - Stats reads CPU, memory and disk use from the state API.
@@ -29,6 +30,39 @@
 //     cluster with a member down it deletes the rest and reports that
 //     member and its instances (ErrUnavailable); Incus then lists them with
 //     status Error and no configuration, so nobody can tell whose they are.
+//
+// # Exec output
+//
+// incusd can lose the end of a command's output when it streams it over
+// websockets: it reads the command's pipes with a one-second poll() and
+// treats "nothing came and the command has exited" as end of file, so a
+// command silent for about a second that then writes and exits can lose
+// what it wrote, on a loaded host (internal/linux/poll.go, every Incus
+// release). Exec therefore records output by default: incusd writes stdout
+// and stderr to files on the instance's volume (record-output mode, no
+// pipe, no poll), Exec copies them to the writers as they grow, by HTTP
+// Range requests (after 0.1 s, then at most every second), reads them to
+// their end once the command has exited, and deletes them in every
+// outcome; GC removes files that a host killed mid-exec left on the
+// instances it keeps. Every byte reaches the writers, in order per stream.
+// A recorded command runs under /bin/sh, which writes its pid and execs
+// the command (signals go to that pid through a second exec); an instance
+// without /bin/sh gets the websocket path.
+//
+// Stdin does not force the websocket path: the command reads it from a
+// FIFO in /tmp that a second exec fills from a websocket (input is not
+// subject to the race), while output stays recorded. When Stdin is set,
+// the command starts once the feeder has connected, and a Stdin that never
+// ends costs two seconds after the command ends before the feeder is
+// killed. Without a writable /tmp or mkfifo, Exec falls back to the
+// websocket path.
+//
+// Cmd.Stream opts into the websocket path: output arrives as it is
+// written, which interactive use (a shell, a progress bar, a prompt) wants,
+// at the price of the race above. Recorded output is followed live but up
+// to a second late, and the output of an ephemeral instance that stops
+// itself (poweroff) can vanish with it before Exec reads the end: run such
+// a command with Stream, or without Ephemeral.
 //
 // The Incus client methods the package calls are the Client interface: the
 // client from github.com/lxc/incus/v6/client satisfies it, and a fake needs

@@ -36,7 +36,8 @@ type Cmd struct {
 	// Group is a group name or gid; the user's primary group when empty.
 	Group string
 	// Stdin feeds the command (end of file at once when nil). A reader that
-	// never ends keeps a goroutine busy after Exec returns.
+	// never ends keeps a goroutine busy after Exec returns. See the package
+	// documentation, "Exec output", for how it reaches a recorded command.
 	Stdin io.Reader
 	// Stdout and Stderr receive the output (discarded when nil). The same
 	// writer may be given for both.
@@ -46,6 +47,12 @@ type Cmd struct {
 	Timeout time.Duration
 	// KillGrace overrides Config.KillGrace.
 	KillGrace time.Duration
+	// Stream sends the output over websockets as the command writes it,
+	// which interactive use wants, instead of recording it (see the
+	// package documentation, "Exec output"). incusd can then lose the end
+	// of a command's output when the host is loaded. A Stdin makes Exec
+	// stream too.
+	Stream bool
 }
 
 // Exec runs cmd and returns its exit status once it has exited and all its
@@ -100,12 +107,26 @@ func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 	}
 	return in.exec(ctx, api.InstanceExecPost{
 		Command:     cmd.Args,
-		WaitForWS:   true,
+		WaitForWS:   true, // the recorded path turns it off
 		Environment: env,
 		User:        acct.uid,
 		Group:       acct.gid,
 		Cwd:         dir,
 	}, cmd, killGrace)
+}
+
+// exec runs req on the recorded path when it can, else on websockets.
+func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
+	raw, ok := in.m.c.(rawAPI)
+	if cmd.Stream || !ok || !raw.HasExtension("container_exec_recording") {
+		return in.execStream(ctx, req, cmd, killGrace)
+	}
+	code, err := in.execRecorded(ctx, raw, req, cmd, killGrace)
+	if errors.Is(err, errNoWrapper) {
+		in.m.log.Debug("exec: no "+wrapperShell+", output on websockets", "name", in.name)
+		return in.execStream(ctx, req, cmd, killGrace)
+	}
+	return code, err
 }
 
 func setDefault(env map[string]string, k, v string) {
@@ -114,13 +135,10 @@ func setDefault(env map[string]string, k, v string) {
 	}
 }
 
-func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
-	runCtx := ctx
-	if cmd.Timeout > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeoutCause(ctx, cmd.Timeout, fmt.Errorf("%w after %s", ErrTimeout, cmd.Timeout))
-		defer cancel()
-	}
+// execStream runs req with its streams on websockets (Cmd.Stream).
+func (in *Instance) execStream(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
+	runCtx, cancel := execContext(ctx, cmd.Timeout)
+	defer cancel()
 	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
 	ctl := make(chan *websocket.Conn, 1)
 	dataDone := make(chan bool)
@@ -139,11 +157,7 @@ func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd,
 	// signalling the command instead.
 	op, err := in.m.c.ExecInstance(in.name, req, args)
 	if err != nil {
-		err = wrapErr(err, in.name, "exec "+req.Command[0])
-		if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrNotFound) {
-			err = fmt.Errorf("%w: %w", ErrExec, err)
-		}
-		return -1, err
+		return -1, in.execStartErr(err, req.Command[0])
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- op.WaitContext(context.Background()) }()
@@ -214,9 +228,14 @@ func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd,
 	if opErr == nil {
 		code = exitCode(op.Get().Metadata)
 	}
+	return in.execResult(req.Command[0], code, opErr, stopErr)
+}
+
+// execResult maps how an exec operation ended onto Exec's results.
+func (in *Instance) execResult(name string, code int, opErr, stopErr error) (int, error) {
 	switch {
 	case stopErr != nil:
-		return code, fmt.Errorf("instance %s: %s: %w", in.name, req.Command[0], stopErr)
+		return code, fmt.Errorf("instance %s: %s: %w", in.name, name, stopErr)
 	case opErr != nil && containsFold(opErr.Error(), "command not found"):
 		// Incus turns every exit status 127 into this error, whether the
 		// executable is missing or a shell exited so: report the status.
@@ -224,13 +243,13 @@ func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd,
 	case opErr != nil && containsFold(opErr.Error(), "command not executable"):
 		return 126, nil
 	case opErr != nil:
-		err := wrapErr(opErr, in.name, "exec "+req.Command[0])
+		err := wrapErr(opErr, in.name, "exec "+name)
 		if !errors.Is(err, ErrNotRunning) {
 			err = fmt.Errorf("%w: %w", ErrExec, err)
 		}
 		return code, err
 	case code < 0:
-		return code, fmt.Errorf("%w: instance %s: %s: no exit status", ErrExec, in.name, req.Command[0])
+		return code, fmt.Errorf("%w: instance %s: %s: no exit status", ErrExec, in.name, name)
 	}
 	return code, nil
 }

@@ -103,12 +103,16 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		errs    *multierror.Error
 	)
 	tried := map[string]bool{}
-	var unreachable map[string][]string
+	var (
+		unreachable map[string][]string
+		insts       []api.Instance
+	)
 	for pass := 1; ; pass++ {
 		if err := m.waitCreations(ctx); err != nil {
 			return deleted, errors.Join(errs.ErrorOrNil(), err)
 		}
-		insts, err := m.owned(ctx)
+		var err error
+		insts, err = m.owned(ctx)
 		if err != nil {
 			return deleted, errors.Join(errs.ErrorOrNil(), err)
 		}
@@ -142,6 +146,15 @@ func (m *Manager) GC(ctx context.Context, opts GCOptions) ([]string, error) {
 		}
 		_ = g.Wait()
 	}
+	// Instances GC keeps may hold the recorded output of execs whose hosts
+	// died before fetching it.
+	var kept []string
+	for _, in := range insts {
+		if !tried[in.Name] {
+			kept = append(kept, in.Name)
+		}
+	}
+	m.sweepExecOutput(ctx, kept) // exec_gc.go
 	for _, loc := range slices.Sorted(maps.Keys(unreachable)) {
 		names := unreachable[loc]
 		if opts.Keep != nil {

@@ -444,6 +444,7 @@ type execFlags struct {
 	env     multi
 	cwd     *string
 	timeout *time.Duration
+	stream  *bool
 }
 
 func (f *execFlags) register(fs *flag.FlagSet) {
@@ -451,6 +452,7 @@ func (f *execFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.env, "env", "`K=V` environment variable (repeatable)")
 	f.cwd = fs.String("cwd", "", "working `directory` (default: the user's home)")
 	f.timeout = fs.Duration("timeout", 0, "kill the command after this `duration` (exit 124)")
+	f.stream = fs.Bool("stream", false, "output over websockets as written (interactive use); can lose output on a loaded host")
 }
 
 // prepareUser creates a named user; it returns its ids (zero for root or a
@@ -478,7 +480,7 @@ func (f *execFlags) exec(ctx context.Context, a *app, in executor.Instance, argv
 	}
 	code, err := in.Exec(ctx, executor.Cmd{
 		Args: argv, Env: env, Dir: *f.cwd, User: *f.user,
-		Stdin: a.inputStream(), Stdout: a.stdout, Stderr: a.stderr, Timeout: *f.timeout,
+		Stdin: a.inputStream(), Stdout: a.stdout, Stderr: a.stderr, Timeout: *f.timeout, Stream: *f.stream,
 	})
 	switch {
 	case errors.Is(err, executor.ErrTimeout):

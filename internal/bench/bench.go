@@ -687,6 +687,12 @@ func (r *runner) exec(ctx context.Context, p poolInfo) error {
 	sa, sb := sampleOf(a), sampleOf(b)
 	r.t.add("exec round trip p50", "", sa, "incus exec NAME -- true", sb, 0.6)
 	r.t.add("exec round trip p99", "", sa.percentile(0.99), "incus exec NAME -- true", sb.percentile(0.99), 0)
+	if err := r.execPaths(ctx, in, "exec true", n, "true"); err != nil {
+		return err
+	}
+	if !r.cfg.Quick {
+		return r.execPaths(ctx, in, "exec 'sleep 2; echo'", 5, "sh", "-c", "sleep 2; echo done")
+	}
 	return nil
 }
 

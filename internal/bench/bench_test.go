@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -86,13 +87,36 @@ func TestQuickRunIsCompleteAndLeavesNothing(t *testing.T) {
 	}
 	is.True(drivers["dir"]) // ran on a dir pool
 	for _, want := range []string{"image import, split", "image import, unified+zstd", "start to ready", "exec round trip p50",
-		"exec round trip p99", "push", "pull", "teardown", "tasks", "warm pool"} {
+		"exec round trip p99", "exec true p50, recorded (default)", "exec true p50, websocket (Cmd.Stream)",
+		"exec true p50, recorded vs websocket", "push", "pull", "teardown", "tasks", "warm pool"} {
 		found := slices.ContainsFunc(whats, func(w string) bool { return strings.Contains(w, want) })
 		if !found {
 			t.Errorf("no row for %q in %q", want, whats)
 		}
 	}
-	// Per pool: 2 start-to-ready rows, push, pull, teardown, throughput, warm.
-	is.Equal(len(tab.Rows), 4+7*len(drivers))
+	// 2 imports, 5 exec rows; per pool: 2 start-to-ready rows, push, pull,
+	// teardown, throughput, warm.
+	is.Equal(len(tab.Rows), 7+7*len(drivers))
 	is.Equal(inventory(t, d.Client), before) // nothing left behind
+}
+
+// TestExecTable prints the exec rows of the table, measured for real (not
+// quick) on a private daemon: INCUSEXEC_BENCH_EXEC=1 go test -v -run
+// TestExecTable ./internal/bench/. It measures; it asserts nothing about
+// speed.
+func TestExecTable(t *testing.T) {
+	if os.Getenv("INCUSEXEC_BENCH_EXEC") == "" {
+		t.Skip("a measurement: INCUSEXEC_BENCH_EXEC=1")
+	}
+	is := is.New(t)
+	d := incustest.Shared(t)
+	tarball := incustest.DebianTarball(t, testimage.HostSuite())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	tab, err := bench.Run(ctx, bench.Config{Client: d.Client, CLIEnv: []string{"INCUS_DIR=" + d.Dir},
+		Tarball: tarball, Only: []string{"exec"}, Pools: nil, Progress: os.Stderr, TmpDir: t.TempDir()})
+	is.NoErr(err)
+	var out bytes.Buffer
+	is.NoErr(tab.Print(&out))
+	t.Log("\n" + out.String())
 }

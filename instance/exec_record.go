@@ -1,0 +1,407 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+// pidMarker starts the line the wrapper writes to stderr before the command
+// replaces it; Exec removes the line. It gives the command's pid, through
+// which a recorded exec (which has no control websocket) is signalled.
+const pidMarker = "incusexec-exec-pid "
+
+// wrapperShell is what runs the wrapper; an instance without it gets the
+// websocket path.
+const wrapperShell = "/bin/sh"
+
+// wrapperScript writes the marker, then replaces itself by the command. The
+// checks reproduce incusd's own silent 127 and 126 for a missing or
+// non-executable command, which the shell would otherwise comment on.
+const wrapperScript = `printf '` + pidMarker + `%d\n' "$$" >&2
+` + wrapperExec
+
+const wrapperExec = `case $1 in
+*/*) [ -e "$1" ] || exit 127; [ -f "$1" ] && [ -x "$1" ] || exit 126 ;;
+*) command -v -- "$1" >/dev/null 2>&1 || exit 127 ;;
+esac
+exec "$@"`
+
+// followEvery bounds how stale followed output can be while a recorded
+// command runs: the files are read this often (sooner at first).
+const followEvery = time.Second
+
+// errNoWrapper says the wrapper shell could not run: nothing ran, so the
+// websocket path may run the command instead.
+var errNoWrapper = errors.New("no " + wrapperShell + " in the instance")
+
+// recording is one recorded exec's output files on the server.
+type recording struct {
+	srv    *rawServer
+	base   string // API path of the files, without the suffix
+	stdout *follower
+	stderr *follower
+}
+
+func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
+	runCtx, cancel := execContext(ctx, cmd.Timeout)
+	defer cancel()
+	name := req.Command[0]
+	fifo := ""
+	if cmd.Stdin != nil {
+		fifo = stdinFIFO()
+		req.Command = append([]string{wrapperShell, "-c", stdinWrapperScript, "sh", fifo}, req.Command...)
+	} else {
+		req.Command = append([]string{wrapperShell, "-c", wrapperScript, "sh"}, req.Command...)
+	}
+	req.WaitForWS, req.Interactive, req.RecordOutput = false, false, true
+	srv, err := newRawServer(raw)
+	if err != nil {
+		return -1, fmt.Errorf("%w: instance %s: exec %s: %w", ErrExec, in.name, name, err)
+	}
+	id, err := srv.startExec(in.name, req)
+	if err != nil {
+		return -1, in.execStartErr(err, name)
+	}
+	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
+	rec := in.newRecording(srv, id, stdout, stderr)
+	defer rec.remove(in)
+	waitCtx, stopWaiting := context.WithCancel(context.Background())
+	defer stopWaiting()
+	w := &opWaiter{ch: make(chan opResult, 1)}
+	go func() {
+		op, err := srv.waitOp(waitCtx, id)
+		w.ch <- opResult{op, err}
+	}()
+	var feed *feeder
+	if fifo != "" && in.awaitPID(runCtx, rec, w) {
+		feed = in.startFeeder(req, fifo, cmd.Stdin)
+	}
+
+	finished, stopErr := in.followUntilEnd(runCtx, rec, w, killGrace)
+	if feed != nil {
+		feed.finish(in, srv, stopErr != nil || !finished)
+	}
+	if !finished {
+		return -1, fmt.Errorf("%w: instance %s: %s did not end after SIGKILL: %w", ErrExec, in.name, name, stopErr)
+	}
+	if err := rec.readToEnd(); err != nil {
+		if stopErr != nil {
+			in.m.log.Warn("exec: end of recorded output", "name", in.name, "err", err)
+		} else {
+			return -1, fmt.Errorf("%w: instance %s: exec %s: output: %w", ErrExec, in.name, name, err)
+		}
+	}
+	code, opErr := -1, w.res.err
+	if w.res.op != nil {
+		code = exitCode(w.res.op.Metadata)
+	}
+	if stopErr == nil && !rec.stderr.sawMarker && rec.stdout.off == 0 && rec.stderr.off == 0 &&
+		(code == 127 || code == noFIFO || (opErr != nil && containsFold(opErr.Error(), "command not found"))) {
+		return -1, errNoWrapper
+	}
+	if opErr == nil && code < 0 {
+		opErr = errors.New("no exit status")
+	}
+	return in.execResult(name, code, opErr, stopErr)
+}
+
+// opWaiter holds how the awaited operation ended, once it has.
+type opWaiter struct {
+	ch   chan opResult
+	res  opResult
+	done bool
+}
+
+// wait returns whether the operation has ended, waiting for it until
+// timeout (nil: not at all).
+func (w *opWaiter) wait(timeout <-chan time.Time) bool {
+	if w.done {
+		return true
+	}
+	if timeout == nil {
+		select {
+		case w.res = <-w.ch:
+			w.done = true
+		default:
+		}
+		return w.done
+	}
+	select {
+	case w.res = <-w.ch:
+		w.done = true
+	case <-timeout:
+	}
+	return w.done
+}
+
+// execContext bounds ctx by timeout (when positive), with ErrTimeout as the
+// cause.
+func execContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %s", ErrTimeout, timeout))
+}
+
+func (in *Instance) execStartErr(err error, name string) error {
+	err = wrapErr(err, in.name, "exec "+name)
+	if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("%w: %w", ErrExec, err)
+	}
+	return err
+}
+
+// opResult is how an awaited operation ended.
+type opResult struct {
+	op  *api.Operation
+	err error
+}
+
+func (in *Instance) newRecording(srv *rawServer, opID string, stdout, stderr io.Writer) *recording {
+	rec := &recording{
+		srv:  srv,
+		base: "/1.0/instances/" + url.PathEscape(in.name) + "/logs/exec-output/exec_" + url.PathEscape(opID),
+	}
+	rec.stdout = &follower{rec: rec, suffix: ".stdout", w: stdout}
+	rec.stderr = &follower{rec: rec, suffix: ".stderr", w: stderr, header: true}
+	return rec
+}
+
+// followUntilEnd copies new output to the writers until the operation ends;
+// when ctx ends first it stops the command as the websocket path does
+// (SIGTERM, SIGKILL after killGrace).
+func (in *Instance) followUntilEnd(ctx context.Context, rec *recording, w *opWaiter, killGrace time.Duration) (finished bool, stopErr error) {
+	if w.wait(nil) {
+		return true, nil
+	}
+	wait := 100 * time.Millisecond
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case w.res = <-w.ch:
+			w.done = true
+			return true, nil
+		case <-ctx.Done():
+			stopErr = context.Cause(ctx)
+			return in.stopRecorded(rec, w, killGrace, stopErr), stopErr
+		case <-timer.C:
+			rec.follow(in)
+			wait = min(2*wait, followEvery)
+			timer.Reset(wait)
+		}
+	}
+}
+
+func (in *Instance) stopRecorded(rec *recording, w *opWaiter, killGrace time.Duration, cause error) bool {
+	in.m.log.Info("exec: stopping command", "name", in.name, "cause", cause)
+	in.signalRecorded(rec, syscall.SIGTERM)
+	if w.wait(time.After(killGrace)) {
+		return true
+	}
+	in.signalRecorded(rec, syscall.SIGKILL)
+	return w.wait(time.After(killGrace + 5*time.Second))
+}
+
+// signalRecorded sends sig to the command through a second exec, by the pid
+// the wrapper wrote (waiting up to a second for it).
+func (in *Instance) signalRecorded(rec *recording, sig syscall.Signal) {
+	deadline := time.Now().Add(time.Second)
+	for rec.stderr.pid == 0 && time.Now().Before(deadline) {
+		rec.follow(in)
+		if rec.stderr.pid == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if rec.stderr.pid == 0 {
+		in.m.log.Warn("exec: no pid to signal", "name", in.name)
+		return
+	}
+	req := api.InstanceExecPost{
+		Command:     []string{wrapperShell, "-c", `kill -s "$1" "$2"`, "sh", signalName(sig), fmt.Sprint(rec.stderr.pid)},
+		Environment: map[string]string{},
+	}
+	id, err := rec.srv.startExec(in.name, req)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = rec.srv.waitOp(ctx, id)
+		cancel()
+	}
+	if err != nil {
+		in.m.log.Debug("exec: cannot send signal", "name", in.name, "signal", sig, "err", err)
+	}
+}
+
+func signalName(sig syscall.Signal) string {
+	if sig == syscall.SIGKILL {
+		return "KILL"
+	}
+	return "TERM"
+}
+
+// follow copies what both files gained since the last call; errors wait for
+// the next call (readToEnd reports them).
+func (rec *recording) follow(in *Instance) {
+	for _, f := range []*follower{rec.stdout, rec.stderr} {
+		if _, err := f.pull(); err != nil {
+			in.m.log.Debug("exec: following output", "name", in.name, "file", f.suffix, "err", err)
+		}
+	}
+}
+
+// readToEnd copies the rest of both files once the command has ended.
+func (rec *recording) readToEnd() error {
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, f := range []*follower{rec.stdout, rec.stderr} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.final = true
+			for try := range 3 {
+				if _, errs[i] = f.pull(); errs[i] == nil {
+					break
+				}
+				time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+			}
+			if errs[i] == nil {
+				errs[i] = f.flush()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// remove deletes both files, whatever happened before; a file already gone
+// is fine.
+func (rec *recording) remove(in *Instance) {
+	var wg sync.WaitGroup
+	for _, f := range []*follower{rec.stdout, rec.stderr} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := rec.srv.raw.RawQuery(http.MethodDelete, f.path(), nil, "")
+			if err != nil && !api.StatusErrorCheck(err, http.StatusNotFound) {
+				in.m.log.Warn("exec: cannot delete recorded output", "name", in.name, "file", f.suffix, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// follower copies one growing file to a writer, by Range requests from
+// where it stopped.
+type follower struct {
+	rec    *recording
+	suffix string
+	w      io.Writer
+	off    int64 // bytes of the file consumed
+	final  bool  // the command has ended: the file must be there
+	werr   error // the writer's first error: later output is dropped
+
+	header    bool   // the file starts with the wrapper's pid line
+	held      []byte // start of the file while the header is incomplete
+	sawMarker bool
+	pid       int
+}
+
+// path is the file's API path, with the project.
+func (f *follower) path() string { return f.rec.srv.path(f.rec.base + f.suffix) }
+
+func (f *follower) url() string { return f.rec.srv.url + f.path() }
+
+// pull copies the bytes the file has beyond f.off. A file not there yet
+// (the operation creates it when it starts) has nothing new.
+func (f *follower) pull() (int64, error) {
+	req, err := http.NewRequest(http.MethodGet, f.url(), nil)
+	if err != nil {
+		return 0, err
+	}
+	if f.off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", f.off))
+	}
+	resp, err := f.rec.srv.raw.DoHTTP(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		// A server that ignores Range sends it all: skip what was read.
+		if _, err := io.CopyN(io.Discard, resp.Body, f.off); err != nil {
+			return 0, fmt.Errorf("%s: shorter than the %d bytes already read: %w", f.suffix, f.off, err)
+		}
+	case http.StatusRequestedRangeNotSatisfiable:
+		return 0, nil
+	case http.StatusNotFound:
+		if f.final {
+			// An ephemeral instance that stopped itself takes its files along.
+			return 0, fmt.Errorf("%s: gone before it was read to its end (%d bytes read)", f.suffix, f.off)
+		}
+		return 0, nil
+	default:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("%s: %s: %s", f.suffix, resp.Status, strings.TrimSpace(string(body)))
+	}
+	n, err := io.Copy(writerFunc(f.consume), resp.Body)
+	return n, err
+}
+
+// consume takes the file's next bytes: the pid line is held back and
+// parsed, the rest goes to the writer.
+func (f *follower) consume(p []byte) (int, error) {
+	f.off += int64(len(p))
+	if f.header {
+		f.held = append(f.held, p...)
+		i := strings.IndexByte(string(f.held), '\n')
+		if i < 0 && len(f.held) < len(pidMarker)+24 {
+			return len(p), nil
+		}
+		f.header = false
+		rest := f.held
+		if i >= 0 && strings.HasPrefix(string(f.held[:i]), pidMarker) {
+			if _, err := fmt.Sscanf(string(f.held[len(pidMarker):i]), "%d", &f.pid); err == nil {
+				f.sawMarker = true
+				rest = f.held[i+1:]
+			}
+		}
+		f.held = nil
+		f.write(rest)
+		return len(p), nil
+	}
+	f.write(p)
+	return len(p), nil
+}
+
+// flush passes on a held start of file that never became a full pid line.
+func (f *follower) flush() error {
+	if f.header {
+		f.header = false
+		f.write(f.held)
+		f.held = nil
+	}
+	return f.werr
+}
+
+func (f *follower) write(p []byte) {
+	if f.werr != nil || len(p) == 0 {
+		return
+	}
+	_, f.werr = f.w.Write(p)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }

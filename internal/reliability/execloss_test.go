@@ -1,0 +1,192 @@
+package reliability_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/incusexec/incusexec/internal/reliability"
+	"github.com/matryer/is"
+)
+
+// EnvExecLoss runs TestExecOutputUnderLoad with that many commands per side
+// (the soak variant runs execLossSoak).
+const EnvExecLoss = "INCUSEXEC_EXECLOSS"
+
+const (
+	execLossSoak = 2000
+	execLossConc = 16 // commands at a time per side, as in the issue's measurement
+	// Load: fork loops in the container, and output floods streamed
+	// through incusd over websockets, which keep incusd's own threads busy
+	// (the race needs incusd's reader to be late after its poll timeout).
+	loadLoops  = 6
+	floodLoops = 4
+)
+
+// execLossCommand is silent for incusd's poll timeout (1 s), then writes
+// and exits: the window in which incusd's output pipe reader gives up.
+var execLossCommand = []string{"sh", "-c", "sleep 1; echo marker"}
+
+func execLossRuns(t *testing.T) int {
+	if v := os.Getenv(EnvExecLoss); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: want a positive number of commands", EnvExecLoss, v)
+		}
+		return n
+	}
+	if reliability.Soak() {
+		return execLossSoak
+	}
+	t.Skipf("soak only (%s=1 or %s=N): it loads the CPUs for minutes", reliability.EnvSoak, EnvExecLoss)
+	return 0
+}
+
+// TestExecOutputUnderLoad is the reproducer of incusd's lost exec output:
+// batches of execLossConc commands that write right at incusd's poll
+// timeout through the stock `incus exec` and, at the same time, as many
+// through instance.Exec, while fork loops oversubscribe the CPUs. It counts the
+// commands whose output was not exactly "marker\n". incusexec must lose
+// none; stock must lose some, or the load did not reproduce the race and
+// the run proves nothing.
+func TestExecOutputUnderLoad(t *testing.T) {
+	runs := execLossRuns(t)
+	is := is.New(t)
+	d := incustest.Shared(t)
+	d.BusyboxImage(t)
+	m, err := instance.New(d.Client, instance.Config{Owner: incustest.UniqueName("execloss-")})
+	is.NoErr(err)
+	defer m.Close()
+	ctx := ctxFor(t, 60*time.Minute)
+	in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
+	is.NoErr(err)
+	defer func() { is.NoErr(in.Delete(context.WithoutCancel(ctx))) }()
+
+	stopLoad := startForkLoad(ctx, t, in, 40*time.Minute)
+	stopFloods := startFloods(ctx, t, in)
+	stock := &lossCount{}
+	ours := &lossCount{}
+	start := time.Now()
+	for done := 0; done < runs; done += execLossConc {
+		batch := min(execLossConc, runs-done)
+		var wg sync.WaitGroup
+		wg.Go(func() { stock.add(runBatch(batch, func() (string, error) { return stockExec(ctx, d.Dir, in.Name()) })) })
+		wg.Go(func() { ours.add(runBatch(batch, func() (string, error) { return libExec(ctx, in) })) })
+		wg.Wait()
+		if (done/execLossConc)%10 == 0 {
+			t.Logf("%d/%d per side: stock lost %d, incusexec lost %d", done+batch, runs, stock.lost, ours.lost)
+		}
+	}
+	stopFloods()
+	stopLoad()
+	t.Logf("SUMMARY %d commands per side, %d at a time, %d fork loops in the container, %d output floods, %v: stock incus exec lost %d (%d errors), incusexec lost %d (%d errors)",
+		runs, execLossConc, loadLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.errs, ours.lost, ours.errs)
+	for _, e := range ours.samples {
+		t.Errorf("incusexec: %s", e)
+	}
+	is.Equal(ours.lost+ours.errs, 0) // incusexec lost nothing
+	if stock.lost == 0 {
+		t.Errorf("stock incus exec lost nothing in %d commands: the load did not reproduce incusd's race, so this run shows nothing", runs)
+	}
+}
+
+// startFloods streams floodLoops endless outputs through incusd until the
+// returned function is called.
+func startFloods(ctx context.Context, t *testing.T, in *instance.Instance) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range floodLoops {
+		wg.Go(func() {
+			_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "while :; do cat /bin/busybox; done"}, Stdout: io.Discard, Stream: true, KillGrace: time.Second})
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("output flood: %v", err)
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// startForkLoad runs loadLoops fork-heavy loops in the instance until the
+// returned function is called or limit has passed (the loops end
+// themselves then, whatever happens to the test).
+func startForkLoad(ctx context.Context, t *testing.T, in *instance.Instance, limit time.Duration) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	script := fmt.Sprintf(`end=$(( $(date +%%s) + %d )); while [ "$(date +%%s)" -lt "$end" ]; do /bin/true; /bin/true; /bin/true; done`, int(limit.Seconds()))
+	var wg sync.WaitGroup
+	for range loadLoops {
+		wg.Go(func() {
+			_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", script}, KillGrace: time.Second})
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("fork loop: %v", err)
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func stockExec(ctx context.Context, incusDir, name string) (string, error) {
+	cmd := exec.CommandContext(ctx, "incus", append([]string{"exec", name, "--"}, execLossCommand...)...)
+	cmd.Env = append(os.Environ(), "INCUS_DIR="+incusDir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("incus exec: %w: %s", err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func libExec(ctx context.Context, in *instance.Instance) (string, error) {
+	var out bytes.Buffer
+	code, err := in.Exec(ctx, instance.Cmd{Args: execLossCommand, Stdout: &out})
+	if err == nil && code != 0 {
+		err = fmt.Errorf("status %d", code)
+	}
+	return out.String(), err
+}
+
+type lossCount struct {
+	lost, errs int
+	samples    []string // the first few failures, verbatim
+}
+
+type outcome struct {
+	out string
+	err error
+}
+
+func (c *lossCount) add(results []outcome) {
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			c.errs++
+		case r.out != "marker\n":
+			c.lost++
+		default:
+			continue
+		}
+		if len(c.samples) < 5 {
+			c.samples = append(c.samples, fmt.Sprintf("output %q, err %v", r.out, r.err))
+		}
+	}
+}
+
+func runBatch(n int, run func() (string, error)) []outcome {
+	res := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res[i].out, res[i].err = run()
+		})
+	}
+	wg.Wait()
+	return res
+}
