@@ -13,7 +13,6 @@ import (
 // TestReaperDeletesInBackground: instances handed to the reaper are gone
 // after Drain, with none of the owner's left; a closed reaper takes no more.
 func TestReaperDeletesInBackground(t *testing.T) {
-	t.Parallel()
 	is := is.New(t)
 	_, m, _ := setup(t, instance.Config{})
 	ctx := ctxFor(t, 3*time.Minute)
