@@ -57,6 +57,12 @@ demo: incus-up
 bench: incus-up
 	$(GO) run ./examples/incusexec bench $(BENCHARGS)
 
+## bench-task: one whole task, cold and from the warm pool, against Debusine's executor code (installs python3-debusine)
+.PHONY: bench-task
+bench-task: deps
+	@bash internal/bench/debusine-deps.sh
+	$(GO) run ./internal/bench/wholetaskcmd $(BENCHARGS)
+
 ## soak: the long fault-injection loop (100 SIGKILL rounds) and load tests
 soak: deps
 	INCUSEXEC_SOAK=1 $(GO) test -count=1 -timeout 60m -v ./internal/reliability/

@@ -25,6 +25,10 @@
 //   - Push, Pull and Mkdir move single files as streams, over SFTP; PushTar,
 //     PullTar, PushDir and PullDir move whole trees with modes and owners.
 //   - Stats reads CPU, memory and disk use from the state API.
+//   - A Reaper (Manager.NewReaper) takes teardown off the caller's path for
+//     a host process that keeps running: Reap hands an instance over and
+//     returns at once, one worker deletes in the background, Drain and
+//     Close wait. What a dying process leaves, GC deletes.
 //   - Manager.GC deletes the owner's instances (optionally only old ones)
 //     that a crashed host left behind, and reports every failure. On a
 //     cluster with a member down it deletes the rest and reports that

@@ -59,3 +59,32 @@ func Example() {
 		log.Print(err)
 	}
 }
+
+// A worker that runs task after task hands each finished instance to a
+// reaper: the next task starts while the last one is being deleted.
+func ExampleManager_NewReaper() {
+	ctx := context.Background()
+	c, err := incus.ConnectIncusUnix("", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	m, err := instance.New(c, instance.Config{Owner: "worker"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+	reaper := m.NewReaper(instance.ReaperConfig{})
+	defer reaper.Close(ctx) // waits for the deletions before the process exits
+	for range 3 {
+		in, err := m.Create(ctx, instance.Spec{Image: "artifact/debian", Ephemeral: true})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+		fmt.Println(code, err)
+		_ = reaper.Reap(in) // returns at once
+	}
+}

@@ -63,8 +63,14 @@ func (in *Instance) WaitReady(ctx context.Context, r Ready) error {
 	}{
 		{"running", w.running},
 		{"agent", w.agent},
-		{"network", func() (bool, string, error) { return w.nic(r.NIC, r.Family) }},
+		// systemd before the network: its wait is one exec that blocks
+		// inside the instance until the boot's job queue is done, while
+		// the network check is a state request per poll, each of which
+		// costs the server (and the booting instance) CPU. A boot that
+		// waits for the network (the image generator's does) has the
+		// address by the time systemd is up, and one request then finds it.
 		{"systemd", w.systemd},
+		{"network", func() (bool, string, error) { return w.nic(r.NIC, r.Family) }},
 		{"probe", func() (bool, string, error) { return r.Probe(ctx, in) }},
 	}
 	want := map[string]bool{"running": true, "agent": r.Agent, "network": r.NIC != "", "systemd": r.Systemd, "probe": r.Probe != nil}

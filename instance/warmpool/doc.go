@@ -20,4 +20,11 @@
 // other hosts older than that. Close stops the refill and deletes the
 // unclaimed instances the pool made, claiming each first so that no other
 // process is handed an instance that is being deleted.
+//
+// A process that does not stay (a command line run, an autopkgtest virt
+// server started per test) uses a Manual pool: no background upkeep, Fill
+// creates what is missing and waits, Detach leaves the instances on the
+// server for later processes, and Claim reports ErrEmpty at once instead of
+// waiting. Instances outlive their filler; Close in another process (or
+// once the filler is gone) deletes them.
 package warmpool

@@ -2,6 +2,7 @@ package warmpool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -49,4 +50,43 @@ func Example() {
 	defer in.Delete(ctx)
 	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
 	fmt.Println(code, err)
+}
+
+// A command-line host fills the pool in one process and claims from it in
+// later ones, with no daemon in between.
+func Example_manual() {
+	ctx := context.Background()
+	c, err := incus.ConnectIncusUnix("", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	m, err := instance.New(c, instance.Config{Owner: "worker"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+	pool, err := warmpool.New(warmpool.Config{
+		Name: "debian", Manager: m, Client: c, Size: 2, Manual: true,
+		Spec: instance.Spec{Image: "artifact/debian", Profiles: []string{"debusine"}, Ephemeral: true,
+			Ready: instance.Ready{Systemd: true, NIC: "host0", Family: "inet", Timeout: 2 * time.Minute}},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pool.Detach() // the instances stay for the next process
+
+	in, err := pool.Claim(ctx)
+	if errors.Is(err, warmpool.ErrEmpty) {
+		err = pool.Fill(ctx) // or launch one cold
+	}
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if in != nil {
+		defer in.Delete(ctx)
+	}
 }

@@ -54,6 +54,8 @@ var (
 	ErrClosed = errors.New("warm pool closed")
 	// ErrInvalid: bad configuration.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrEmpty: a Manual pool has no ready instance to hand out.
+	ErrEmpty = errors.New("warm pool empty")
 )
 
 // Client is the part of the Incus client (incus.InstanceServer) the pool
@@ -94,6 +96,11 @@ type Config struct {
 	Interval time.Duration
 	// Logger receives what the pool does; discarded when nil.
 	Logger *slog.Logger
+	// Manual turns the background upkeep off, for a process that does not
+	// stay (a command-line run): the caller calls Fill, GC and Close, and
+	// Claim returns ErrEmpty at once instead of waiting when no instance is
+	// ready.
+	Manual bool
 }
 
 // Pool is a warm pool. It is safe for concurrent use.
@@ -164,7 +171,11 @@ func New(cfg Config) (*Pool, error) {
 		sem:  make(chan struct{}, cfg.Refill),
 		mine: map[string]bool{}, changed: make(chan struct{}),
 	}
-	go p.loop(ctx)
+	if cfg.Manual {
+		close(p.loopDone)
+	} else {
+		go p.loop(ctx)
+	}
 	return p, nil
 }
 
@@ -494,6 +505,9 @@ func (p *Pool) Claim(ctx context.Context) (*instance.Instance, error) {
 				}
 			}
 		}
+		if err == nil && p.cfg.Manual {
+			return nil, fmt.Errorf("warm pool %s: %w", p.cfg.Name, ErrEmpty)
+		}
 		p.poke()
 		select {
 		case <-ctx.Done():
@@ -510,6 +524,50 @@ func (p *Pool) Claim(ctx context.Context) (*instance.Instance, error) {
 		case <-time.After(p.cfg.Interval):
 		}
 	}
+}
+
+// Fill creates instances until the pool has Size ready, unclaimed ones (as
+// far as this process can tell: two processes filling at once may both
+// create) and waits for them; it returns the first creation failure, or
+// ctx's error. Creations that fail or are cancelled leave nothing behind.
+// It is how a Manual pool is filled, and works on any pool.
+func (p *Pool) Fill(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.lastErr = nil
+	p.mu.Unlock()
+	p.refill(ctx)
+	p.creators.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("warm pool %s: fill: %w", p.cfg.Name, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
+// Detach stops the upkeep (cancelling creations under way, which clean up
+// after themselves) and leaves the pool's unclaimed instances on the
+// server, for other processes opening a pool of the same name to claim and
+// a later Close (by a process other than this one, or once this one is
+// gone) to delete. A process that fills a pool and exits detaches.
+func (p *Pool) Detach() {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.closedCh)
+	}
+	p.mu.Unlock()
+	p.cancel()
+	<-p.loopDone
+	p.creators.Wait()
+	p.mu.Lock()
+	p.mine = map[string]bool{}
+	p.queue = nil
+	p.mu.Unlock()
 }
 
 // forget drops name from the pool's own bookkeeping (it was claimed).
