@@ -15,7 +15,10 @@ TESTP ?= 1
 FUZZTIME  ?= 20s
 BENCHARGS ?=
 
-.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak
+.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak install
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 
 all: build
 
@@ -66,3 +69,10 @@ fuzz:
 	    INCUSEXEC_INTEGRATION=off $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## install: the incusexec binary and its autopkgtest-virt-incusexec name in $(BINDIR)
+install:
+	$(GO) build $(GOFLAGS) -o incusexec.bin ./examples/incusexec
+	install -D -m 0755 incusexec.bin $(DESTDIR)$(BINDIR)/incusexec
+	ln -sf incusexec $(DESTDIR)$(BINDIR)/autopkgtest-virt-incusexec
+	rm -f incusexec.bin
