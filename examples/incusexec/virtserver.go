@@ -175,4 +175,3 @@ func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 	}
 	return nil
 }
-
