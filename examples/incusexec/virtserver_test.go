@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/matryer/is"
+)
+
+// virtServerMain makes the test binary stand in for the installed one when
+// autopkgtest or sbuild runs it: as autopkgtest-virt-incusexec (a symlink
+// to it) or as the execute command ("virt-exec", named by the absolute
+// path of the binary). Neither passes the environment on reliably (sbuild
+// filters it), so argv decides.
+func virtServerMain() {
+	if filepath.Base(os.Args[0]) == virtServerName {
+		main()
+	}
+	for _, a := range os.Args[1:] {
+		if a == "virt-exec" {
+			main()
+		}
+		if !strings.HasPrefix(a, "--") {
+			return
+		}
+	}
+}
+
+// apkgTests is an autopkgtest suite covering what the virt server has to
+// provide. Tests run in this order; "clean" sees whether "breaks"'s damage
+// was reverted.
+var apkgTests = map[string]string{
+	"debian/tests/control": `Tests: pass
+Depends:
+
+Tests: fail
+Depends:
+
+Tests: user
+Depends:
+
+Tests: root
+Depends:
+Restrictions: needs-root
+
+Tests: container
+Depends:
+Restrictions: isolation-container, needs-root
+
+Tests: breaks
+Depends:
+Restrictions: breaks-testbed, needs-root
+
+Tests: clean
+Depends:
+Restrictions: needs-root
+
+Tests: reboot
+Depends:
+Restrictions: needs-reboot, needs-root
+`,
+	"debian/tests/pass": `#!/bin/sh
+set -e
+echo "hello from $(hostname)" > "$AUTOPKGTEST_ARTIFACTS/hello.txt"
+mkdir -p "$AUTOPKGTEST_ARTIFACTS/sub"
+echo nested > "$AUTOPKGTEST_ARTIFACTS/sub/nested.txt"
+# The login environment: PATH from /etc/profile, no variable of the host's.
+case ":$PATH:" in *:/usr/bin:*) ;; *) echo "PATH $PATH" >&2; exit 1 ;; esac
+test -z "${INCUS_DIR:-}"
+# A daemon left behind holding the output must not hang the test.
+sleep 600 &
+echo pass
+`,
+	"debian/tests/fail": "#!/bin/sh\necho failing on purpose\nexit 3\n",
+	"debian/tests/user": `#!/bin/sh
+set -e
+test "$(id -u)" -ge 1000
+echo "as $(id -un)"
+`,
+	"debian/tests/root":      "#!/bin/sh\nset -e\ntest \"$(id -u)\" -eq 0\n",
+	"debian/tests/container": "#!/bin/sh\nset -e\nsystemctl is-system-running || true\ntest -d /run/systemd/system\n",
+	"debian/tests/breaks":    "#!/bin/sh\nset -e\ntouch /etc/broken-by-test\nsleep 3600 >/dev/null 2>&1 &\necho broke\n",
+	"debian/tests/clean": `#!/bin/sh
+set -e
+test ! -e /etc/broken-by-test
+! grep -qx sleep /proc/[0-9]*/comm
+echo clean
+`,
+	"debian/tests/reboot": `#!/bin/sh
+set -e
+start() { cut -d' ' -f22 /proc/1/stat; }
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"")
+	start > /var/tmp/init-start
+	echo kept > "$AUTOPKGTEST_TMP/kept"
+	/tmp/autopkgtest-reboot first
+	;;
+first)
+	test "$(start)" != "$(cat /var/tmp/init-start)"
+	test "$(cat "$AUTOPKGTEST_TMP/kept")" = kept
+	start > /var/tmp/init-start
+	/tmp/autopkgtest-reboot-prepare second
+	reboot
+	;;
+second)
+	test "$(start)" != "$(cat /var/tmp/init-start)"
+	echo rebooted twice
+	;;
+esac
+`,
+	"debian/control": `Source: ietest
+Maintainer: incusexec tests <tests@incusexec.invalid>
+Section: misc
+Priority: optional
+Standards-Version: 4.6.2
+Rules-Requires-Root: no
+
+Package: ietest
+Architecture: all
+Description: incusexec virt-server test package
+ A package built and tested by incusexec's tests.
+`,
+	"debian/changelog": `ietest (1.0) unstable; urgency=medium
+
+  * Test package.
+
+ -- incusexec tests <tests@incusexec.invalid>  Sun, 29 Nov 2026 20:00:00 +0000
+`,
+	"debian/source/format": "3.0 (native)\n",
+	// Plain make, no debhelper: build-essential is all the image has.
+	"debian/rules": "#!/usr/bin/make -f\n" +
+		"build build-arch build-indep:\n" +
+		"clean:\n\trm -rf debian/tmp debian/files\n" +
+		"binary binary-arch:\n" +
+		"binary-indep:\n" +
+		"\tinstall -d debian/tmp/DEBIAN debian/tmp/usr/share/ietest\n" +
+		"\techo built in $$(hostname) > debian/tmp/usr/share/ietest/hello\n" +
+		"\tdpkg-gencontrol -pietest -Pdebian/tmp\n" +
+		"\tdpkg-deb --root-owner-group --build debian/tmp ..\n" +
+		".PHONY: build build-arch build-indep clean binary binary-arch binary-indep\n",
+}
+
+func writeTree(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(body, "#!") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// serverOnPath puts the test binary on a fresh PATH directory as
+// autopkgtest-virt-incusexec and returns that directory.
+func serverOnPath(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(self, filepath.Join(dir, virtServerName)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// summary reads autopkgtest's summary file: test name to result word.
+func summary(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("autopkgtest summary: %v", err)
+	}
+	defer f.Close()
+	got := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if fs := strings.Fields(s.Text()); len(fs) >= 2 {
+			got[fs[0]] = fs[1]
+		}
+	}
+	return got
+}
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		incustest.SkipOrFail(t, incustest.ErrUnavailable)
+	}
+}
+
+// TestAutopkgtestVirtServer runs the real autopkgtest against
+// autopkgtest-virt-incusexec on a debootstrapped image, offline.
+func TestAutopkgtestVirtServer(t *testing.T) {
+	needTool(t, "autopkgtest")
+	is := is.New(t)
+	d := incustest.Shared(t)
+	image := d.DebianBuildImage(t)
+	profile := d.DebianProfile(t)
+	owner := incustest.UniqueName("avs")
+	work := t.TempDir()
+	src := filepath.Join(work, "ietest")
+	writeTree(t, src, apkgTests)
+	out := filepath.Join(work, "out")
+	bin := serverOnPath(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	// "-- incusexec": autopkgtest finds autopkgtest-virt-incusexec on PATH.
+	cmd := exec.CommandContext(ctx, "autopkgtest", "--output-dir", out, "--timeout-test=300", src+"/",
+		"--", "incusexec", "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "INCUS_DIR=/nonexistent")
+	b, err := cmd.CombinedOutput()
+	t.Logf("autopkgtest: %v\n%s", err, b)
+	code := cmd.ProcessState.ExitCode()
+	is.Equal(code, 4) // 4: some test failed (the one meant to), nothing worse
+
+	is.Equal(summary(t, filepath.Join(out, "summary")), map[string]string{
+		"pass": "PASS", "fail": "FAIL", "user": "PASS", "root": "PASS", "container": "PASS",
+		"breaks": "PASS", "clean": "PASS", "reboot": "PASS",
+	})
+	hello, err := os.ReadFile(filepath.Join(out, "artifacts", "hello.txt"))
+	is.NoErr(err)
+	is.True(strings.HasPrefix(string(hello), "hello from avs-"))
+	nested, err := os.ReadFile(filepath.Join(out, "artifacts", "sub", "nested.txt"))
+	is.NoErr(err)
+	is.Equal(string(nested), "nested\n")
+	user, err := os.ReadFile(filepath.Join(out, "user-stdout"))
+	is.NoErr(err)
+	is.Equal(string(user), "as debci\n")
+
+	// Nothing of the server's is left: testbed, replaced instances, spares.
+	m, err := instance.New(d.Client, instance.Config{Owner: owner})
+	is.NoErr(err)
+	defer m.Close()
+	left, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(left), 0)
+}
