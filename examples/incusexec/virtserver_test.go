@@ -21,6 +21,9 @@ import (
 // path of the binary). Neither passes the environment on reliably (sbuild
 // filters it), so argv decides.
 func virtServerMain() {
+	if filepath.Base(os.Args[0]) == timingShimName {
+		os.Exit(timingShim(os.Args[1:]))
+	}
 	if filepath.Base(os.Args[0]) == virtServerName {
 		main()
 	}
@@ -252,4 +255,90 @@ func TestAutopkgtestVirtServer(t *testing.T) {
 	left, err := m.List(ctx)
 	is.NoErr(err)
 	is.Equal(len(left), 0)
+}
+
+// TestSbuildVirtServer builds a source package with the real sbuild in
+// autopkgtest mode on autopkgtest-virt-incusexec, offline, and checks
+// that the .deb comes out.
+func TestSbuildVirtServer(t *testing.T) {
+	needTool(t, "sbuild")
+	needTool(t, "dpkg-source")
+	is := is.New(t)
+	d := incustest.Shared(t)
+	image := d.DebianBuildImage(t)
+	profile := d.DebianProfile(t)
+	owner := incustest.UniqueName("avs")
+	work := t.TempDir()
+	writeTree(t, filepath.Join(work, "ietest"), apkgTests)
+	src := exec.Command("dpkg-source", "-b", "ietest")
+	src.Dir = work
+	if b, err := src.CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-source -b: %v\n%s", err, b)
+	}
+	server := filepath.Join(serverOnPath(t), virtServerName)
+	out := filepath.Join(work, "out")
+	is.NoErr(os.Mkdir(out, 0o755))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	args := []string{"--chroot-mode=autopkgtest", "--autopkgtest-virt-server=" + server}
+	// sbuild runs the server with a filtered environment: the daemon is
+	// named in the server's own arguments.
+	for _, o := range []string{"--socket=" + d.Socket, "--owner=" + owner, image, "--", "--profile", profile} {
+		args = append(args, "--autopkgtest-virt-server-opt="+o)
+	}
+	args = append(args, "--dist="+"bookworm", "--arch-all", "--no-arch-any",
+		"--no-apt-update", "--no-apt-upgrade", "--no-apt-distupgrade",
+		"--no-run-lintian", "--no-run-piuparts", "--no-run-autopkgtest",
+		"--build-dir="+out, filepath.Join(work, "ietest_1.0.dsc"))
+	cmd := exec.CommandContext(ctx, "sbuild", args...)
+	cmd.Dir = out
+	cmd.Env = append(os.Environ(), "INCUS_DIR=/nonexistent", "INCUS_SOCKET=/nonexistent")
+	b, err := cmd.CombinedOutput()
+	t.Logf("sbuild: %v\n%s", err, b)
+	is.NoErr(err)
+
+	deb := filepath.Join(out, "ietest_1.0_all.deb")
+	contents, err := exec.Command("dpkg-deb", "--fsys-tarfile", deb).Output()
+	is.NoErr(err)
+	is.True(strings.Contains(string(contents), "./usr/share/ietest/hello"))
+
+	m, err := instance.New(d.Client, instance.Config{Owner: owner})
+	is.NoErr(err)
+	defer m.Close()
+	left, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(left), 0)
+}
+
+// TestAutopkgtestStockReference runs the same suite (but the reboot test)
+// against autopkgtest's own autopkgtest-virt-incus on the same image and
+// daemon, as the reference: the results must be the same. (Its reboot
+// test cannot pass without lxcfs: it waits for /proc/uptime, which is the
+// host's, to go down, and times out; see README.)
+func TestAutopkgtestStockReference(t *testing.T) {
+	needTool(t, "autopkgtest")
+	needTool(t, "autopkgtest-virt-incus")
+	is := is.New(t)
+	d := incustest.Shared(t)
+	image := d.DebianBuildImage(t)
+	profile := d.DebianProfile(t)
+	work := t.TempDir()
+	src := filepath.Join(work, "ietest")
+	writeTree(t, src, apkgTests)
+	out := filepath.Join(work, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "autopkgtest", "--output-dir", out, "--timeout-test=300", "--skip-test=reboot", src+"/",
+		"--", "incus", image, "--", "--profile", profile)
+	// The stock server drives the incus command, which finds the test
+	// daemon through INCUS_DIR.
+	cmd.Env = append(os.Environ(), "INCUS_DIR="+d.Dir)
+	b, err := cmd.CombinedOutput()
+	t.Logf("autopkgtest: %v\n%s", err, b)
+	is.Equal(cmd.ProcessState.ExitCode(), 4)
+	is.Equal(summary(t, filepath.Join(out, "summary")), map[string]string{
+		"pass": "PASS", "fail": "FAIL", "user": "PASS", "root": "PASS", "container": "PASS",
+		"breaks": "PASS", "clean": "PASS",
+	})
 }

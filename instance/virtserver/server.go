@@ -211,10 +211,12 @@ func (s *Server) command(ctx context.Context, line string) (reply []string, quit
 		if s.open {
 			return nil, false, fmt.Errorf("%w: open when already open", ErrProtocol)
 		}
+		// Open before the call: a testbed half made when Open fails (or
+		// the server is killed) is closed by the clean-up.
+		s.open = true
 		if err := s.Testbed.Open(ctx); err != nil {
 			return nil, false, fmt.Errorf("open testbed: %w", err)
 		}
-		s.open = true
 		if err := s.makeDowntmp(ctx); err != nil {
 			return nil, false, err
 		}

@@ -144,7 +144,7 @@ func TestProtocolErrors(t *testing.T) {
 		{name: "reboot argument", lines: []string{"open", "reboot now"}, wantErr: ErrProtocol, wantClose: true},
 		{name: "end of input closes", lines: []string{"open"}, wantErr: io.ErrUnexpectedEOF, wantClose: true},
 		{name: "revert fails", lines: []string{"open", "revert"}, fail: map[string]error{"Revert": errBoom}, wantErr: errBoom, wantClose: true},
-		{name: "open fails", lines: []string{"open"}, fail: map[string]error{"Open": errBoom}, wantErr: errBoom},
+		{name: "open fails, what it made is closed", lines: []string{"open"}, fail: map[string]error{"Open": errBoom}, wantErr: errBoom, wantClose: true},
 		{name: "copy failure is reported, not fatal", lines: []string{"open", "copyup /a /b", "quit"},
 			fail: map[string]error{"CopyUp": errBoom}, wantClose: true, last: "copy-failed ok"},
 	}
