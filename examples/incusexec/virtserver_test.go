@@ -3,15 +3,18 @@ package main
 import (
 	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
 )
 
@@ -341,4 +344,69 @@ func TestAutopkgtestStockReference(t *testing.T) {
 		"pass": "PASS", "fail": "FAIL", "user": "PASS", "root": "PASS", "container": "PASS",
 		"breaks": "PASS", "clean": "PASS",
 	})
+}
+
+// TestVirtServerSignals: SIGTERM makes the server delete what it made; after
+// SIGKILL, the owner's gc does.
+func TestVirtServerSignals(t *testing.T) {
+	d := incustest.Shared(t)
+	image := d.DebianBuildImage(t)
+	profile := d.DebianProfile(t)
+	server := filepath.Join(serverOnPath(t), virtServerName)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			is := is.New(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			owner := incustest.UniqueName("avs")
+			cmd := exec.Command(server, "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
+			in, _ := cmd.StdinPipe()
+			out, _ := cmd.StdoutPipe()
+			cmd.Stderr = os.Stderr
+			is.NoErr(cmd.Start())
+			r := bufio.NewReader(out)
+			io.WriteString(in, "open\n")
+			for _, want := range []string{"ok\n", "ok /tmp/autopkgtest."} {
+				line, err := r.ReadString('\n')
+				is.NoErr(err)
+				is.True(strings.HasPrefix(line, want))
+			}
+			m, err := instance.New(d.Client, instance.Config{Owner: owner})
+			is.NoErr(err)
+			defer m.Close()
+			if sig == syscall.SIGKILL {
+				// Killed once the spare is made too (GC cannot delete an
+				// instance whose creation is still under way).
+				for {
+					made, err := m.List(ctx)
+					is.NoErr(err)
+					running := 0
+					for _, n := range made {
+						if st, err := m.Instance(n).Status(ctx); err == nil && st == api.Running {
+							running++
+						}
+					}
+					if running == 2 {
+						break
+					}
+					select {
+					case <-ctx.Done():
+						t.Fatalf("testbed and spare not running: %v", made)
+					case <-time.After(time.Second):
+					}
+				}
+			}
+
+			is.NoErr(cmd.Process.Signal(sig))
+			cmd.Wait()
+			if sig == syscall.SIGKILL {
+				// What `incusexec gc --owner OWNER` does.
+				_, err := m.GC(ctx, instance.GCOptions{})
+				is.NoErr(err)
+			}
+			left, err := m.List(ctx)
+			is.NoErr(err)
+			is.Equal(left, []string(nil))
+		})
+	}
 }
