@@ -115,7 +115,10 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	}
 	s := &virtserver.Server{Testbed: tb, Name: virtServerName, Logger: a.log}
 	if err := s.Serve(ctx, a.stdin, a.stdout); err != nil {
-		return &exitError{code: 12, msg: err.Error()}
+		if ctx.Err() != nil {
+			return err // a signal: exit 130, testbed already deleted
+		}
+		return &exitError{code: 12, msg: err.Error()} // as the stock servers do
 	}
 	return nil
 }
