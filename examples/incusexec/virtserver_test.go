@@ -350,7 +350,7 @@ func TestAutopkgtestStockReference(t *testing.T) {
 // SIGKILL, the owner's gc does.
 func TestVirtServerSignals(t *testing.T) {
 	d := incustest.Shared(t)
-	image := d.DebianImage(t) // TEMP
+	image := d.DebianImage(t) // no build tools needed
 	profile := d.DebianProfile(t)
 	server := filepath.Join(serverOnPath(t), virtServerName)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
