@@ -145,7 +145,8 @@ Description: incusexec virt-server test package
 	"debian/rules": "#!/usr/bin/make -f\n" +
 		"build build-arch build-indep:\n" +
 		"clean:\n\trm -rf debian/tmp debian/files\n" +
-		"binary binary-arch:\n" +
+		"binary: binary-indep\n" +
+		"binary-arch:\n" +
 		"binary-indep:\n" +
 		"\tinstall -d debian/tmp/DEBIAN debian/tmp/usr/share/ietest\n" +
 		"\techo built in $$(hostname) > debian/tmp/usr/share/ietest/hello\n" +
@@ -215,6 +216,7 @@ func needTool(t *testing.T, name string) {
 // autopkgtest-virt-incusexec on a debootstrapped image, offline.
 func TestAutopkgtestVirtServer(t *testing.T) {
 	needTool(t, "autopkgtest")
+	t.Parallel()
 	is := is.New(t)
 	d := incustest.Shared(t)
 	image := d.DebianBuildImage(t)
@@ -229,7 +231,7 @@ func TestAutopkgtestVirtServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	// "-- incusexec": autopkgtest finds autopkgtest-virt-incusexec on PATH.
-	cmd := exec.CommandContext(ctx, "autopkgtest", "--output-dir", out, "--timeout-test=300", src+"/",
+	cmd := exec.CommandContext(ctx, "autopkgtest", "--output-dir", out, "--timeout-test=300", "--no-built-binaries", src+"/",
 		"--", "incusexec", "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
 	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "INCUS_DIR=/nonexistent")
 	b, err := cmd.CombinedOutput()
@@ -265,6 +267,7 @@ func TestAutopkgtestVirtServer(t *testing.T) {
 // that the .deb comes out.
 func TestSbuildVirtServer(t *testing.T) {
 	needTool(t, "sbuild")
+	t.Parallel()
 	needTool(t, "dpkg-source")
 	is := is.New(t)
 	d := incustest.Shared(t)
@@ -321,6 +324,7 @@ func TestSbuildVirtServer(t *testing.T) {
 // host's, to go down, and times out; see README.)
 func TestAutopkgtestStockReference(t *testing.T) {
 	needTool(t, "autopkgtest")
+	t.Parallel()
 	needTool(t, "autopkgtest-virt-incus")
 	is := is.New(t)
 	d := incustest.Shared(t)
@@ -332,7 +336,7 @@ func TestAutopkgtestStockReference(t *testing.T) {
 	out := filepath.Join(work, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "autopkgtest", "--output-dir", out, "--timeout-test=300", "--skip-test=reboot", src+"/",
+	cmd := exec.CommandContext(ctx, "autopkgtest", "--output-dir", out, "--timeout-test=300", "--no-built-binaries", "--skip-test=reboot", src+"/",
 		"--", "incus", image, "--", "--profile", profile)
 	// The stock server drives the incus command, which finds the test
 	// daemon through INCUS_DIR.
