@@ -19,7 +19,10 @@ GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
 VULNDB      ?=
 BENCHARGS ?=
 
-.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak vulncheck
+.PHONY: all deps incus-up build vet fmt-check test unit demo bench fuzz soak vulncheck install
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 
 all: build
 
@@ -82,3 +85,9 @@ vulncheck:
 	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
 	$(GO) run $(GOVULNCHECK) $(if $(VULNDB),-db $(VULNDB)) -format json ./... > "$$out" || { echo "vulncheck: govulncheck failed"; exit 2; }; \
 	$(GO) run ./internal/vulntriage -triage internal/vulntriage/triage.txt "$$out"
+## install: the incusexec binary and its autopkgtest-virt-incusexec name in $(BINDIR)
+install:
+	$(GO) build $(GOFLAGS) -o incusexec.bin ./examples/incusexec
+	install -D -m 0755 incusexec.bin $(DESTDIR)$(BINDIR)/incusexec
+	ln -sf incusexec $(DESTDIR)$(BINDIR)/autopkgtest-virt-incusexec
+	rm -f incusexec.bin

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -33,7 +34,11 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal kills at once
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == virtServerName {
+		args = append([]string{"virt-server"}, args...)
+	}
+	os.Exit(run(ctx, args, os.Stdin, os.Stdout, os.Stderr))
 }
 
 // app is one invocation: its streams, global flags and logger.
@@ -71,6 +76,8 @@ func init() {
 		{"stats", "NAME", "print an instance's resource usage as JSON", cmdStats},
 		{"virt-args", "--image A [--vm] [--profile P]", "print the autopkgtest-virt-incus arguments", cmdVirtArgs},
 		{"pool", "fill|run|drain --name N [--image A] [--profile P]... [--ready R] [--size K] [--no-cold] [-- CMD...]", "a warm pool kept on the server across runs: fill it, run a command in a claimed instance, drain it", cmdPool},
+		{"virt-server", "[-d] [--vm] IMAGE [-- INCUS-LAUNCH-ARGS] (also as autopkgtest-virt-incusexec)", "the autopkgtest virtualisation server (autopkgtest, sbuild --chroot-mode=autopkgtest)", cmdVirtServer},
+		{"virt-exec", "NAME -- CMD...", "the virt server's execute command: run CMD as root in the login environment", cmdVirtExec},
 		{"gc", "[--older-than DUR] [--networks]", "delete the owner's leftover instances (and its bridge and profile)", cmdGC},
 		{"demo", "[--backend incus|fake] [--debian] [--pool P]", "the whole library at work, then clean up", cmdDemo},
 		{"bench", "[--image TARBALL] [--pool P,...] [--runs N] [--concurrency C] [--quick]", "time incusexec against the incus CLI and the raw API; print each ratio and its target", cmdBench},

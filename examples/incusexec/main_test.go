@@ -15,6 +15,7 @@ import (
 const envMain = "INCUSEXEC_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
+	virtServerMain()
 	if os.Getenv(envMain) == "1" {
 		main()
 	}

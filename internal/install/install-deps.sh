@@ -99,19 +99,38 @@ missing=()
 for cmd in "${!wanted[@]}"; do
   have "$cmd" || missing+=("${wanted[$cmd]}")
 done
-if [ "${#missing[@]}" -eq 0 ]; then
+
+# Debian's build and test tools, which the autopkgtest virt-server tests drive
+# for real (issue 16). Bookworm's own versions are too old (autopkgtest 5.28
+# lacks what Debusine passes; sbuild 0.85 has no --autopkgtest-virt-server
+# program lookup), so they come from backports when older than these.
+declare -A wanted_min=(
+  [autopkgtest]="5.49~"
+  [sbuild]="0.89~"
+)
+pkg_older() { # pkg_older PKG MIN: true when PKG is absent or older than MIN
+  local v
+  v=$(dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | awk '$3 == "installed" {print $4}')
+  [ -z "$v" ] || dpkg --compare-versions "$v" lt "$2"
+}
+backports_missing=()
+for pkg in "${!wanted_min[@]}"; do
+  pkg_older "$pkg" "${wanted_min[$pkg]}" && backports_missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -eq 0 ] && [ "${#backports_missing[@]}" -eq 0 ]; then
   exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-  die "missing packages: ${missing[*]}; run this as root (sudo make test) to install them"
+  die "missing packages: ${missing[*]} ${backports_missing[*]}; run this as root (sudo make test) to install them"
 fi
 command -v apt-get >/dev/null 2>&1 || die "missing packages: ${missing[*]}; only Debian/Ubuntu (apt) is supported"
 
 export DEBIAN_FRONTEND=noninteractive
 apt_quiet() { apt-get -qq -o Dpkg::Use-Pty=0 "$@" >/dev/null; }
 
-log "installing: ${missing[*]}"
+[ "${#missing[@]}" -eq 0 ] || log "installing: ${missing[*]}"
 apt_quiet update
 
 # Does the configured archive carry Incus 6.0 LTS already?
@@ -140,7 +159,36 @@ if apt-cache policy incus-base 2>/dev/null | grep -q -- "-backports"; then
   apt-cache policy incus-base | grep -q "${VERSION_CODENAME}/main\|${VERSION_CODENAME} " ||
     release=(-t "${VERSION_CODENAME}-backports")
 fi
-apt_quiet install -y --no-install-recommends "${release[@]}" "${missing[@]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_quiet install -y --no-install-recommends "${release[@]}" "${missing[@]}"
+fi
+
+if [ "${#backports_missing[@]}" -gt 0 ]; then
+  codename=$(codename_of_host)
+  bp=()
+  # (not grep -q: under pipefail, apt-cache's SIGPIPE would fail the test)
+  has_bp() { apt-cache policy "${backports_missing[@]}" 2>/dev/null | grep -- "$codename-backports" >/dev/null; }
+  if ! has_bp && [ -n "$codename" ] && derived=$(derive_backports "$codename"); then
+    if printf '%s\n' "$derived" | head -1 | grep -q '^deb '; then
+      target=$APT_ETC/sources.list.d/incusexec-backports.list
+    else
+      target=$APT_ETC/sources.list.d/incusexec-backports.sources
+    fi
+    if [ ! -e "$target" ]; then
+      printf '%s\n' "$derived" >"$target"
+      log "added $target (derived from the existing $codename source)"
+      apt_quiet update
+    fi
+  fi
+  if has_bp; then
+    bp=(-t "$codename-backports")
+  fi
+  log "installing: ${backports_missing[*]} ${bp[*]}"
+  apt_quiet -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${bp[@]}" "${backports_missing[@]}"
+  for pkg in "${!wanted_min[@]}"; do
+    ! pkg_older "$pkg" "${wanted_min[$pkg]}" || die "package $pkg is older than ${wanted_min[$pkg]} after install"
+  done
+fi
 
 for cmd in "${!wanted[@]}"; do
   have "$cmd" || die "'$cmd' (package ${wanted[$cmd]}) is still missing after install"

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/incusexec/incusexec/internal/incustest"
+	"github.com/matryer/is"
+)
+
+// The virt-server benchmark (issue 16): the same autopkgtest run against
+// the stock autopkgtest-virt-incus and against autopkgtest-virt-incusexec,
+// side by side. Run it with
+//
+//	INCUSEXEC_BENCH_VIRTSERVER=1 go test -count=1 -timeout 60m -v -run TestBenchVirtServer ./examples/incusexec/
+const envBenchVirtServer = "INCUSEXEC_BENCH_VIRTSERVER"
+
+// timingShimName is the name under which the test binary sits between
+// autopkgtest and a virt server, timing each protocol command into the
+// file named by envTimings.
+const (
+	timingShimName = "avs-timing-shim"
+	envTimings     = "INCUSEXEC_AVS_TIMINGS"
+)
+
+// timingShim runs the server argv, passes the protocol through and
+// appends "command seconds" per command to $INCUSEXEC_AVS_TIMINGS.
+func timingShim(argv []string) int {
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "avs-timing-shim: no server")
+		return 1
+	}
+	log, err := os.OpenFile(os.Getenv(envTimings), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "avs-timing-shim:", err)
+		return 1
+	}
+	defer log.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stderr = os.Stderr
+	toServer, _ := cmd.StdinPipe()
+	fromServer, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "avs-timing-shim:", err)
+		return 1
+	}
+	replies := bufio.NewReader(fromServer)
+	greeting, _ := replies.ReadString('\n')
+	os.Stdout.WriteString(greeting)
+	requests := bufio.NewReader(os.Stdin)
+	for {
+		req, err := requests.ReadString('\n')
+		if err != nil {
+			break
+		}
+		start := time.Now()
+		io.WriteString(toServer, req)
+		rep, err := replies.ReadString('\n')
+		if f := strings.Fields(req); len(f) > 0 {
+			fmt.Fprintf(log, "%s %.3f\n", f[0], time.Since(start).Seconds())
+		}
+		os.Stdout.WriteString(rep)
+		if err != nil {
+			break
+		}
+	}
+	toServer.Close()
+	if err := cmd.Wait(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+// benchTests: several tests, one of which breaks the testbed (a revert).
+var benchTests = map[string]string{
+	"debian/tests/control": `Tests: one two three
+Depends:
+
+Tests: user
+Depends:
+
+Tests: breaks
+Depends:
+Restrictions: breaks-testbed, needs-root
+
+Tests: after
+Depends:
+Restrictions: needs-root
+`,
+	"debian/tests/one":    "#!/bin/sh\nset -e\nfor i in 1 2 3; do date >/dev/null; done\necho one\n",
+	"debian/tests/two":    "#!/bin/sh\nset -e\necho two > \"$AUTOPKGTEST_ARTIFACTS/two\"\n",
+	"debian/tests/three":  "#!/bin/sh\nset -e\nls / >/dev/null\necho three\n",
+	"debian/tests/user":   "#!/bin/sh\nset -e\ntest \"$(id -u)\" -ge 1000\n",
+	"debian/tests/breaks": "#!/bin/sh\nset -e\ntouch /etc/broken-by-test\n",
+	"debian/tests/after":  "#!/bin/sh\nset -e\ntest ! -e /etc/broken-by-test\n",
+}
+
+type benchResult struct {
+	total   time.Duration
+	cmds    map[string][]float64
+	execute []float64 // seconds per execute-command run of `true`
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64{}, xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// runBenchAutopkgtest runs the bench suite through the timing shim
+// against server (argv after "--").
+func runBenchAutopkgtest(t *testing.T, env []string, shim string, server []string) benchResult {
+	t.Helper()
+	is := is.New(t)
+	work := t.TempDir()
+	src := filepath.Join(work, "ietest")
+	writeTree(t, src, apkgTests)  // control file, changelog, rules
+	writeTree(t, src, benchTests) // the bench's own tests
+	timings := filepath.Join(work, "timings")
+	args := append([]string{"--output-dir", filepath.Join(work, "out"), "--no-built-binaries", src + "/", "--", shim}, server...)
+	cmd := exec.Command("autopkgtest", args...)
+	cmd.Env = append(append(os.Environ(), env...), envTimings+"="+timings)
+	start := time.Now()
+	b, err := cmd.CombinedOutput()
+	total := time.Since(start)
+	if err != nil {
+		t.Logf("autopkgtest: %v\n%s", err, b)
+	}
+	is.NoErr(err) // every bench test passes on both servers
+	f, err := os.ReadFile(timings)
+	is.NoErr(err)
+	r := benchResult{total: total, cmds: map[string][]float64{}}
+	for _, line := range strings.Split(strings.TrimSpace(string(f)), "\n") {
+		name, secs, _ := strings.Cut(line, " ")
+		v, err := strconv.ParseFloat(secs, 64)
+		is.NoErr(err)
+		r.cmds[name] = append(r.cmds[name], v)
+	}
+	return r
+}
+
+// executeOverhead opens a testbed by speaking the protocol to server, runs
+// `true` n times through its execute command and returns the times.
+func executeOverhead(t *testing.T, env []string, server []string, n int) []float64 {
+	t.Helper()
+	is := is.New(t)
+	cmd := exec.Command(server[0], server[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	in, _ := cmd.StdinPipe()
+	outp, _ := cmd.StdoutPipe()
+	is.NoErr(cmd.Start())
+	r := bufio.NewReader(outp)
+	ask := func(req string) string {
+		if req != "" {
+			io.WriteString(in, req+"\n")
+		}
+		rep, err := r.ReadString('\n')
+		is.NoErr(err)
+		is.True(strings.HasPrefix(rep, "ok"))
+		return strings.TrimSpace(strings.TrimPrefix(rep, "ok"))
+	}
+	ask("")
+	ask("open")
+	var argv []string
+	for _, a := range strings.Split(ask("print-execute-command"), ",") {
+		u, err := url.PathUnescape(a)
+		is.NoErr(err)
+		argv = append(argv, u)
+	}
+	var times []float64
+	for i := 0; i < n; i++ {
+		c := exec.Command(argv[0], append(argv[1:], "true")...)
+		c.Env = cmd.Env
+		start := time.Now()
+		b, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("execute command: %v: %s", err, b)
+		}
+		times = append(times, time.Since(start).Seconds())
+	}
+	ask("close")
+	io.WriteString(in, "quit\n")
+	in.Close()
+	is.NoErr(cmd.Wait())
+	return times
+}
+
+func TestBenchVirtServer(t *testing.T) {
+	if os.Getenv(envBenchVirtServer) == "" {
+		t.Skip("set " + envBenchVirtServer + "=1 to run the virt-server benchmark")
+	}
+	needTool(t, "autopkgtest")
+	needTool(t, "autopkgtest-virt-incus")
+	d := incustest.Shared(t)
+	image := d.DebianBuildImage(t)
+	profile := d.DebianProfile(t)
+	bin := serverOnPath(t)
+	self, _ := os.Executable()
+	shim := filepath.Join(bin, timingShimName)
+	if err := os.Symlink(self, shim); err != nil {
+		t.Fatal(err)
+	}
+	stockEnv := []string{"INCUS_DIR=" + d.Dir}
+	stock := []string{"/usr/bin/autopkgtest-virt-incus", image, "--", "--profile", profile}
+	ours := []string{filepath.Join(bin, virtServerName), "--socket=" + d.Socket, "--owner=" + incustest.UniqueName("avsbench"), image, "--", "--profile", profile}
+
+	rs := runBenchAutopkgtest(t, stockEnv, shim, stock)
+	ro := runBenchAutopkgtest(t, nil, shim, ours)
+	es := executeOverhead(t, stockEnv, stock, 10)
+	eo := executeOverhead(t, nil, ours, 10)
+
+	row := func(name string, s, o float64) {
+		ratio := "-"
+		if s > 0 {
+			ratio = fmt.Sprintf("%.2fx", o/s)
+		}
+		fmt.Printf("| %-34s | %10.2f | %10.2f | %6s |\n", name, s, o, ratio)
+	}
+	fmt.Printf("\nautopkgtest run of 6 tests (one breaks-testbed) on %s, seconds\n\n", image)
+	fmt.Printf("| %-34s | %10s | %10s | %6s |\n", "measure", "stock", "incusexec", "ratio")
+	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 36), strings.Repeat("-", 12), strings.Repeat("-", 12), strings.Repeat("-", 8))
+	row("total (autopkgtest wall time)", rs.total.Seconds(), ro.total.Seconds())
+	row("open", mean(rs.cmds["open"]), mean(ro.cmds["open"]))
+	row(fmt.Sprintf("revert (mean of %d/%d)", len(rs.cmds["revert"]), len(ro.cmds["revert"])), mean(rs.cmds["revert"]), mean(ro.cmds["revert"]))
+	row("close", mean(rs.cmds["close"]), mean(ro.cmds["close"]))
+	row("copydown (mean)", mean(rs.cmds["copydown"]), mean(ro.cmds["copydown"]))
+	row("copyup (mean)", mean(rs.cmds["copyup"]), mean(ro.cmds["copyup"]))
+	row("execute `true` (median of 10)", median(es), median(eo))
+	fmt.Println()
+}

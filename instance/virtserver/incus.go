@@ -1,0 +1,392 @@
+package virtserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/instance/warmpool"
+	"github.com/lxc/incus/v6/shared/api"
+)
+
+// Client is the part of the Incus client the Incus testbed calls itself
+// (beside what its instance.Manager and warm pool call).
+type Client interface {
+	warmpool.Client
+	GetInstanceState(name string) (*api.InstanceState, string, error)
+}
+
+// IncusConfig configures an Incus testbed.
+type IncusConfig struct {
+	// Manager creates the instances; its owner labels them, so that the
+	// owner's GC removes what a killed server left.
+	Manager *instance.Manager
+	// Client is the same server as Manager's.
+	Client Client
+	// Spec is the template of the testbed instance: image, profiles,
+	// config, VM. Name must be empty. Its Ready defaults to DefaultReady.
+	Spec instance.Spec
+	// Spares is how many booted instances of Spec are kept ready for
+	// revert (a warm pool of this server's own); 0 reverts by creating a
+	// new instance, -1 means the default, 1.
+	Spares int
+	// Exec is the argv prefix of the execute command, to which the
+	// instance's name, "--" and the command are appended (see Execute).
+	Exec []string
+	// Logger receives what the testbed does; discarded when nil.
+	Logger *slog.Logger
+}
+
+// Incus is a Testbed on an Incus instance: Open creates it from the
+// image and waits until systemd and the network are up; Revert replaces it
+// by a fresh one (claimed from the warm pool of booted spares the testbed
+// keeps, so that a revert costs no boot); Reboot restarts it and tells the
+// new boot by the host PID of its init.
+type Incus struct {
+	cfg  IncusConfig
+	log  *slog.Logger
+	pool *warmpool.Pool
+
+	mu      sync.Mutex
+	cur     *instance.Instance
+	user    string
+	deletes sync.WaitGroup
+}
+
+// DefaultReady waits until systemd has booted and a NIC other than lo has
+// a global address (or there is no such NIC).
+func DefaultReady(c Client) instance.Ready {
+	return instance.Ready{
+		Systemd: true,
+		Probe: func(ctx context.Context, in *instance.Instance) (bool, string, error) {
+			st, _, err := c.GetInstanceState(in.Name())
+			if err != nil {
+				return false, "", err
+			}
+			seen := []string{}
+			for name, n := range st.Network {
+				if name == "lo" || n.Type == "loopback" {
+					continue
+				}
+				for _, a := range n.Addresses {
+					if a.Scope == "global" {
+						return true, name + " " + a.Address, nil
+					}
+				}
+				seen = append(seen, name+" without a global address")
+			}
+			if len(seen) == 0 {
+				return true, "no network interface", nil
+			}
+			return false, strings.Join(seen, ", "), nil
+		},
+		Timeout: 5 * time.Minute,
+	}
+}
+
+// NewIncus checks cfg and returns the testbed, not yet open.
+func NewIncus(cfg IncusConfig) (*Incus, error) {
+	if cfg.Manager == nil || cfg.Client == nil {
+		return nil, fmt.Errorf("%w: IncusConfig needs Manager and Client", ErrProtocol)
+	}
+	if cfg.Spec.Image == "" {
+		return nil, fmt.Errorf("%w: IncusConfig.Spec.Image is empty", ErrProtocol)
+	}
+	if cfg.Spec.Name != "" {
+		return nil, fmt.Errorf("%w: IncusConfig.Spec.Name must be empty (instances are named by the manager)", ErrProtocol)
+	}
+	if cfg.Spares < 0 {
+		cfg.Spares = 1
+	}
+	if r := cfg.Spec.Ready; !r.Systemd && r.NIC == "" && !r.Agent && r.Probe == nil {
+		cfg.Spec.Ready = DefaultReady(cfg.Client)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Incus{cfg: cfg, log: log}, nil
+}
+
+func (t *Incus) current() *instance.Instance {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cur
+}
+
+// Name is the name of the testbed's current instance ("" when closed).
+func (t *Incus) Name() string {
+	if in := t.current(); in != nil {
+		return in.Name()
+	}
+	return ""
+}
+
+// Open creates the instance and waits until it is ready, then starts
+// booting the spares.
+func (t *Incus) Open(ctx context.Context) error {
+	if t.current() != nil {
+		return fmt.Errorf("%w: testbed already open", ErrProtocol)
+	}
+	in, err := t.cfg.Manager.Create(ctx, t.cfg.Spec)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.cur = in
+	t.mu.Unlock()
+	if err := t.findUser(ctx); err != nil {
+		return err
+	}
+	if t.cfg.Spares > 0 {
+		// Booted after the testbed, not beside it: the first test waits
+		// for one boot only.
+		name, err := poolName()
+		if err != nil {
+			return err
+		}
+		spec := t.cfg.Spec
+		spec.Prefix = "avs-"
+		t.pool, err = warmpool.New(warmpool.Config{
+			Name: name, Manager: t.cfg.Manager, Client: t.cfg.Client,
+			Spec: spec, Size: t.cfg.Spares, Refill: t.cfg.Spares, Logger: t.log,
+		})
+		if err != nil {
+			return fmt.Errorf("spare instances: %w", err)
+		}
+	}
+	return nil
+}
+
+func poolName() (string, error) {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "avs-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b), nil
+}
+
+// findUser looks for the first account in Debian Policy's range of
+// dynamically allocated user ids (1000-59999), the user autopkgtest is
+// advised to run tests as.
+func (t *Incus) findUser(ctx context.Context) error {
+	var out strings.Builder
+	code, err := t.Run(ctx, Command{Args: []string{"getent", "passwd"}, Stdout: &out})
+	if err != nil {
+		return fmt.Errorf("list users: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("list users: getent passwd: exit status %d", code)
+	}
+	t.user = firstNormalUser(out.String())
+	return nil
+}
+
+func firstNormalUser(passwd string) string {
+	best, bestUID := "", 60000
+	for _, line := range strings.Split(passwd, "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 3 {
+			continue
+		}
+		uid, err := strconv.Atoi(f[2])
+		if err != nil || uid < 1000 || uid > 59999 || uid >= bestUID {
+			continue
+		}
+		best, bestUID = f[0], uid
+	}
+	return best
+}
+
+// Capabilities are the isolation the instance gives and its normal user.
+func (t *Incus) Capabilities() []string {
+	caps := []string{"isolation-container"}
+	if t.cfg.Spec.VM {
+		caps = []string{"isolation-machine"}
+	}
+	if t.user != "" {
+		caps = append(caps, "suggested-normal-user="+t.user)
+	}
+	return caps
+}
+
+// Revert replaces the instance by a fresh one of the same spec, booted
+// and ready: a spare from the warm pool when there is one. The old one is
+// deleted in the background (Close waits for it).
+func (t *Incus) Revert(ctx context.Context) error {
+	old := t.current()
+	if old == nil {
+		return fmt.Errorf("%w: revert when not open", ErrProtocol)
+	}
+	var in *instance.Instance
+	var err error
+	if t.pool != nil {
+		in, err = t.pool.Claim(ctx)
+	} else {
+		in, err = t.cfg.Manager.Create(ctx, t.cfg.Spec)
+	}
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.cur = in
+	t.mu.Unlock()
+	t.deleteLater(old)
+	t.log.Debug("reverted", "from", old.Name(), "to", in.Name())
+	return nil
+}
+
+func (t *Incus) deleteLater(in *instance.Instance) {
+	t.deletes.Add(1)
+	go func() {
+		defer t.deletes.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := in.Delete(ctx); err != nil {
+			t.log.Error("delete replaced instance", "name", in.Name(), "err", err)
+		}
+	}()
+}
+
+// Close deletes the instance and the spares.
+func (t *Incus) Close(ctx context.Context) error {
+	t.mu.Lock()
+	in := t.cur
+	t.cur = nil
+	t.mu.Unlock()
+	var errs []error
+	if t.pool != nil {
+		errs = append(errs, t.pool.Close(ctx))
+		t.pool = nil
+	}
+	if in != nil {
+		errs = append(errs, in.Delete(ctx))
+	}
+	t.deletes.Wait()
+	return errors.Join(errs...)
+}
+
+// BootID is the host PID of the instance's init: a new boot is a new
+// process (in a container, /proc/sys/kernel/random/boot_id and
+// /proc/uptime are the host's without lxcfs, so they do not tell).
+func (t *Incus) BootID(ctx context.Context) (string, error) {
+	in := t.current()
+	if in == nil {
+		return "", fmt.Errorf("%w: not open", ErrProtocol)
+	}
+	st, _, err := t.cfg.Client.GetInstanceState(in.Name())
+	if err != nil {
+		return "", fmt.Errorf("state of %s: %w", in.Name(), err)
+	}
+	if st.Pid <= 0 {
+		return "", nil
+	}
+	return strconv.FormatInt(st.Pid, 10), nil
+}
+
+// Reboot restarts the instance through the API (trigger) or waits for the
+// instance's own reboot, then waits until it is ready.
+func (t *Incus) Reboot(ctx context.Context, since string, trigger bool) error {
+	in := t.current()
+	if in == nil {
+		return fmt.Errorf("%w: not open", ErrProtocol)
+	}
+	if trigger {
+		return in.Restart(ctx, t.cfg.Spec.Ready)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		id, err := t.BootID(ctx)
+		if err == nil && id != "" && id != since {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not reboot (init still PID %s): %w", in.Name(), since, context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
+	return in.WaitReady(ctx, t.cfg.Spec.Ready)
+}
+
+// Run runs c as root in the instance.
+func (t *Incus) Run(ctx context.Context, c Command) (int, error) {
+	in := t.current()
+	if in == nil {
+		return -1, fmt.Errorf("%w: not open", ErrProtocol)
+	}
+	return in.Exec(ctx, instance.Cmd{Args: c.Args, Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr})
+}
+
+// CopyDown copies a host file, keeping its permission bits, or the
+// contents of a host directory into the testbed directory (made if
+// missing).
+func (t *Incus) CopyDown(ctx context.Context, host, tb string, dir bool) error {
+	in := t.current()
+	if in == nil {
+		return fmt.Errorf("%w: not open", ErrProtocol)
+	}
+	if dir {
+		if err := in.Mkdir(ctx, tb, instance.FileOptions{Mode: 0o755, Parents: true}); err != nil && !errors.Is(err, fs.ErrExist) {
+			if _, serr := in.Stat(ctx, tb); serr != nil {
+				return err
+			}
+		}
+		return in.PushDir(ctx, filepath.Clean(host), tb, instance.TreeOptions{})
+	}
+	f, err := os.Open(host)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("copydown %s: not a regular file", host)
+	}
+	return in.Push(ctx, tb, f, instance.FileOptions{Mode: st.Mode().Perm()})
+}
+
+// CopyUp copies a testbed file, or the contents of a testbed directory
+// into the host directory (made if missing).
+func (t *Incus) CopyUp(ctx context.Context, tb, host string, dir bool) error {
+	in := t.current()
+	if in == nil {
+		return fmt.Errorf("%w: not open", ErrProtocol)
+	}
+	if dir {
+		return in.PullDir(ctx, tb, filepath.Clean(host), instance.TreeOptions{})
+	}
+	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := in.Pull(ctx, tb, f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ExecuteCommand is cfg.Exec, the instance's name and "--".
+func (t *Incus) ExecuteCommand() []string {
+	return append(append(append([]string{}, t.cfg.Exec...), t.Name()), "--")
+}
+
+var _ Testbed = (*Incus)(nil)
