@@ -43,6 +43,9 @@ var unmappedSentinels = []error{
 	// alone, ErrUser means creating the user failed, which is no bad input
 	// of the host's and no state of the instance.
 	instance.ErrUser,
+	// The Reaper is the host's own, used beside the executor, never through
+	// it: nothing an executor call returns wraps ErrReaperClosed.
+	instance.ErrReaperClosed,
 }
 
 // mapped is an error of a part that also wraps the matching sentinel of
