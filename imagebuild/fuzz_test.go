@@ -109,7 +109,7 @@ func FuzzMetadata(f *testing.F) {
 		if desc != "" {
 			want++
 		}
-		if m.Architecture != "x86_64" || len(m.Properties) != want || len(m.Templates) != 3 {
+		if m.Architecture != "x86_64" || len(m.Properties) != want || len(m.Templates) != 4 { // hostname, hosts, generator, host0 network drop-in
 			t.Fatalf("structure changed: %+v", m)
 		}
 		if utf8.ValidString(desc) && m.Properties["description"] != desc {
