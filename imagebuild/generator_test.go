@@ -6,8 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 )
@@ -35,6 +37,14 @@ func shimPath(t *testing.T, log string) string {
 // files, and returns its output directory and the commands it ran.
 func runGenerator(t *testing.T, env ...string) (string, []string) {
 	t.Helper()
+	out, ran, _ := runScript(t, generatorScript, env...)
+	return out, ran
+}
+
+// runScript runs script as runGenerator does and also returns how long
+// the generator process took.
+func runScript(t *testing.T, script string, env ...string) (string, []string, time.Duration) {
+	t.Helper()
 	paths := map[string]string{}
 	for _, c := range []string{"dash", "unshare"} {
 		p, err := exec.LookPath(c)
@@ -45,7 +55,7 @@ func runGenerator(t *testing.T, env ...string) (string, []string) {
 	}
 	dir := t.TempDir()
 	gen := filepath.Join(dir, "lxc")
-	if err := os.WriteFile(gen, []byte(generatorScript), 0o755); err != nil {
+	if err := os.WriteFile(gen, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "commands.log")
@@ -54,7 +64,10 @@ func runGenerator(t *testing.T, env ...string) (string, []string) {
 	cmd.Env = append([]string{"PATH=" + shimPath(t, log)}, env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	t0 := time.Now()
+	err := cmd.Run()
+	took := time.Since(t0)
+	if err != nil {
 		if strings.Contains(stderr.String(), "unshare failed") {
 			t.Skipf("no user namespaces here: %s", stderr.String())
 		}
@@ -64,7 +77,7 @@ func runGenerator(t *testing.T, env ...string) (string, []string) {
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	return out, strings.Fields(string(b))
+	return out, strings.Fields(string(b)), took
 }
 
 // hostServices returns the service units of this host's unit directories.
@@ -138,4 +151,43 @@ func TestNetworkDropInTemplate(t *testing.T) {
 	for _, s := range []string{generatorScript, networkDropIn} {
 		is.True(!strings.Contains(s, "{{") && !strings.Contains(s, "{%") && !strings.Contains(s, "{#"))
 	}
+}
+
+// TestGeneratorBenchmarkTable times the generator against the one before
+// issue 17 (testdata/generator-before.sh), alternating, on this host's
+// unit files in a user namespace, and prints the medians side by side (it
+// asserts nothing about time). Only with IMAGEBUILD_BENCH=generator.
+//
+//	IMAGEBUILD_BENCH=generator go test -run TestGeneratorBenchmarkTable -v ./imagebuild/
+func TestGeneratorBenchmarkTable(t *testing.T) {
+	if os.Getenv("IMAGEBUILD_BENCH") != "generator" {
+		t.Skip("set IMAGEBUILD_BENCH=generator to time the generator")
+	}
+	before, err := os.ReadFile("testdata/generator-before.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now, old []time.Duration
+	var nowRan, oldRan []string
+	for i := range 7 {
+		scripts := []string{generatorScript, string(before)}
+		if i%2 == 1 {
+			slices.Reverse(scripts)
+		}
+		for _, s := range scripts {
+			_, ran, d := runScript(t, s, "container=lxc")
+			if s == generatorScript {
+				now, nowRan = append(now, d), ran
+			} else {
+				old, oldRan = append(old, d), ran
+			}
+		}
+	}
+	med := func(d []time.Duration) time.Duration { s := slices.Clone(d); slices.Sort(s); return s[len(s)/2] }
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("generator on %d unit files, 7 runs each, alternating; load %s", len(hostServices(t)), strings.Join(strings.Fields(string(load))[:3], " "))
+	t.Logf("| generator | commands started | median (min–max) | ratio |")
+	t.Logf("|---|---|---|---|")
+	t.Logf("| before (testdata/generator-before.sh) | %d | %v (%v–%v) | 1.00x |", len(oldRan), med(old).Round(time.Millisecond), slices.Min(old).Round(time.Millisecond), slices.Max(old).Round(time.Millisecond))
+	t.Logf("| now | %d | %v (%v–%v) | %.2fx |", len(nowRan), med(now).Round(time.Millisecond), slices.Min(now).Round(time.Millisecond), slices.Max(now).Round(time.Millisecond), float64(med(now))/float64(med(old)))
 }
