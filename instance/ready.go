@@ -219,6 +219,10 @@ func (w *readyWait) systemd() (bool, string, error) {
 		Stdout:    &out,
 		Stderr:    &errb,
 		KillGrace: time.Second,
+		// The websocket path is cheaper, and what it can lose here costs
+		// one more try: a state lost to incusd's output race reads as
+		// "not answering", and the next exec answers at once.
+		Stream: true,
 	})
 	state := strings.TrimSpace(out.String())
 	if err != nil {
