@@ -26,6 +26,23 @@ type fakeDaemon struct {
 	acls      map[string]*api.NetworkACL
 	// failCreate makes the instantiating CreateNetwork fail.
 	failCreate error
+	// failUpdates makes that many UpdateNetwork calls fail with updateErr.
+	failUpdates int
+	updateErr   error
+}
+
+func (f *fakeDaemon) UpdateNetwork(name string, put api.NetworkPut, etag string) error {
+	f.calls = append(f.calls, "update "+name)
+	if f.failUpdates > 0 {
+		f.failUpdates--
+		return f.updateErr
+	}
+	n, ok := f.networks[name]
+	if !ok {
+		return api.StatusErrorf(404, "Network not found")
+	}
+	n.Config, n.Description = maps.Clone(put.Config), put.Description
+	return nil
 }
 
 func newFake() *fakeDaemon {
@@ -178,4 +195,32 @@ func TestEnsureHonoursCancelledContext(t *testing.T) {
 	_, err := fakeManager(f).Ensure(ctx, NetworkSpec{Prefix: "ism"})
 	is.True(errors.Is(err, context.Canceled))
 	is.Equal(len(f.calls), 0)
+}
+
+// TestUpdateOutlastsVanishingVeth: incusd 6.0.4 fails a bridge update that
+// touches its devices when a veth elsewhere vanishes meanwhile (seen in CI:
+// "correct network … (security.acls): Failed to delete bridge children
+// interfaces … Device "vethX" does not exist"). The daemon cannot be made to
+// do it on demand; the fake fails the first two updates that way.
+func TestUpdateOutlastsVanishingVeth(t *testing.T) {
+	is := is.New(t)
+	f := newFake()
+	m := fakeManager(f)
+	spec := NetworkSpec{Prefix: "ism", IPv4: netip.MustParsePrefix("10.3.2.1/24")}
+	_, err := m.Ensure(context.Background(), spec)
+	is.NoErr(err)
+	f.failUpdates = 2
+	f.updateErr = api.StatusErrorf(500, `Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth4d56a39b: exit status 1 (Device "veth4d56a39b" does not exist.)`)
+	spec.MTU = 1400
+	n, err := m.Ensure(context.Background(), spec)
+	is.NoErr(err)
+	is.Equal(f.networks["ism-br"].Config["bridge.mtu"], "1400")
+	is.Equal(len(n.Changes), 1)
+	updates := 0
+	for _, c := range f.calls {
+		if c == "update ism-br" {
+			updates++
+		}
+	}
+	is.Equal(updates, 3) // two failures, then the update that took
 }

@@ -538,7 +538,7 @@ func (m *Manager) correctNetwork(ctx context.Context, p *netPlan, cur *api.Netwo
 			return nil, nil, fmt.Errorf("ensure network %s: %w", p.Name, err)
 		}
 		put.Config = cfg
-		if err := m.c.UpdateNetwork(p.Name, put, etag); err != nil {
+		if err := m.updateNetwork(ctx, p.Name, put, etag); err != nil {
 			if isPreconditionFailed(err) {
 				return nil, changes, err
 			}
@@ -562,6 +562,25 @@ func (m *Manager) correctNetwork(ctx context.Context, p *netPlan, cur *api.Netwo
 		}
 	}
 	return n, changes, nil
+}
+
+// updateNetwork updates a network, retrying a few times on transient server
+// errors (see isTransient): an update that touches the bridge's devices
+// (security.acls, addresses) meets the same vanishing-veth failure as a
+// create or a delete.
+func (m *Manager) updateNetwork(ctx context.Context, name string, put api.NetworkPut, etag string) error {
+	for attempt := 1; ; attempt++ {
+		err := m.c.UpdateNetwork(name, put, etag)
+		if err == nil || attempt == 5 || !isTransient(err) || isPreconditionFailed(err) {
+			return err
+		}
+		m.log.Warn("updating network failed; retrying", "network", name, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
 }
 
 // isTransient recognises server errors worth another try: Incus 6.0.4 fails
