@@ -205,17 +205,22 @@ func (in *Instance) followUntilEnd(ctx context.Context, rec *recording, w *opWai
 
 func (in *Instance) stopRecorded(rec *recording, w *opWaiter, killGrace time.Duration, cause error) bool {
 	in.m.log.Info("exec: stopping command", "name", in.name, "cause", cause)
-	in.signalRecorded(rec, syscall.SIGTERM)
-	if w.wait(time.After(killGrace)) {
+	// A signal that could not be sent (no pid, or the daemon starts no exec:
+	// one shutting down refuses) has nothing to wait for: waiting out the
+	// grace periods would only keep the caller past its deadline.
+	if in.signalRecorded(rec, syscall.SIGTERM) && w.wait(time.After(killGrace)) {
 		return true
 	}
-	in.signalRecorded(rec, syscall.SIGKILL)
+	if !in.signalRecorded(rec, syscall.SIGKILL) {
+		return w.wait(nil)
+	}
 	return w.wait(time.After(killGrace + 5*time.Second))
 }
 
 // signalRecorded sends sig to the command through a second exec, by the pid
-// the wrapper wrote (waiting up to a second for it).
-func (in *Instance) signalRecorded(rec *recording, sig syscall.Signal) {
+// the wrapper wrote (waiting up to a second for it), and reports whether the
+// signal was sent.
+func (in *Instance) signalRecorded(rec *recording, sig syscall.Signal) bool {
 	deadline := time.Now().Add(time.Second)
 	for rec.stderr.pid == 0 && time.Now().Before(deadline) {
 		rec.follow(in)
@@ -225,7 +230,7 @@ func (in *Instance) signalRecorded(rec *recording, sig syscall.Signal) {
 	}
 	if rec.stderr.pid == 0 {
 		in.m.log.Warn("exec: no pid to signal", "name", in.name)
-		return
+		return false
 	}
 	req := api.InstanceExecPost{
 		Command:     []string{wrapperShell, "-c", `kill -s "$1" "$2"`, "sh", signalName(sig), fmt.Sprint(rec.stderr.pid)},
@@ -239,7 +244,9 @@ func (in *Instance) signalRecorded(rec *recording, sig syscall.Signal) {
 	}
 	if err != nil {
 		in.m.log.Debug("exec: cannot send signal", "name", in.name, "signal", sig, "err", err)
+		return false
 	}
+	return true
 }
 
 func signalName(sig syscall.Signal) string {

@@ -40,6 +40,15 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 	is := is.New(t)
 	d := incustest.Private(t, incustest.Options{Pool: "dir"})
 	d.BusyboxImage(t)
+	// On SIGTERM incusd waits for running exec operations up to
+	// core.shutdown_timeout (minutes, default 5). A recorded exec has no
+	// connection whose loss ends it, and a shutting-down daemon starts no
+	// exec to signal it, so the `sleep 600` below holds the restart that
+	// long: the shortest timeout keeps the restart within restartCtx.
+	srv, etag, err := d.Client.GetServer()
+	is.NoErr(err)
+	srv.Config["core.shutdown_timeout"] = "1"
+	is.NoErr(d.Client.UpdateServer(srv.Writable(), etag))
 	// Our own client: d.Restart replaces (and disconnects) d.Client, while
 	// a host keeps the client it made at start.
 	c, err := incus.ConnectIncusUnix(d.Socket, nil)
