@@ -116,6 +116,29 @@ func HostSuite() string {
 // (about a minute) and caching it in CacheDir keyed by suite. Concurrent
 // processes build it once.
 func DebianTarball(suite string) (string, error) {
+	// The version in the name changes whenever the recipe does, so that a
+	// stale cache is never used (v2: root directory mode 0755).
+	return cachedDebootstrap(fmt.Sprintf("debian-%s-minbase-systemd-v2.tar", suite), suite, func(root, mirror string) error {
+		cmd := exec.Command("debootstrap", "--variant=minbase", "--include="+strings.Join(DebianPackages, ","), suite, root, mirror)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("debootstrap %s from %s: %w: %s", suite, mirror, err, lastLines(b, 10))
+		}
+		// Drop downloaded packages and lists, which only make images larger.
+		for _, p := range []string{"var/cache/apt/archives", "var/lib/apt/lists"} {
+			entries, _ := os.ReadDir(filepath.Join(root, p))
+			for _, e := range entries {
+				if e.Name() != "partial" && e.Name() != "lock" {
+					os.RemoveAll(filepath.Join(root, p, e.Name()))
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// cachedDebootstrap returns CacheDir/name, making it first (once across
+// processes) as a tar of a root that build fills from suite's mirror.
+func cachedDebootstrap(name, suite string, build func(root, mirror string) error) (string, error) {
 	if os.Geteuid() != 0 {
 		return "", fmt.Errorf("%w: debootstrap needs root", ErrMissingTool)
 	}
@@ -126,9 +149,7 @@ func DebianTarball(suite string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	// The version in the name changes whenever the recipe does, so that a
-	// stale cache is never used (v2: root directory mode 0755).
-	out := filepath.Join(dir, fmt.Sprintf("debian-%s-minbase-systemd-v2.tar", suite))
+	out := filepath.Join(dir, name)
 	unlock, err := LockFile(out + ".lock")
 	if err != nil {
 		return "", err
@@ -151,21 +172,11 @@ func DebianTarball(suite string) (string, error) {
 	if err := os.Chmod(root, 0o755); err != nil {
 		return "", err
 	}
-	cmd := exec.Command("debootstrap", "--variant=minbase", "--include="+strings.Join(DebianPackages, ","), suite, root, mirror)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("debootstrap %s from %s: %w: %s", suite, mirror, err, lastLines(b, 10))
-	}
-	// Drop downloaded packages and lists, which only make images larger.
-	for _, p := range []string{"var/cache/apt/archives", "var/lib/apt/lists"} {
-		entries, _ := os.ReadDir(filepath.Join(root, p))
-		for _, e := range entries {
-			if e.Name() != "partial" && e.Name() != "lock" {
-				os.RemoveAll(filepath.Join(root, p, e.Name()))
-			}
-		}
+	if err := build(root, mirror); err != nil {
+		return "", err
 	}
 	tmp := out + ".tmp"
-	cmd = exec.Command("tar", "--numeric-owner", "--xattrs", "-C", root, "-cf", tmp, ".")
+	cmd := exec.Command("tar", "--numeric-owner", "--xattrs", "-C", root, "-cf", tmp, ".")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("tar the debootstrapped root: %w: %s", err, lastLines(b, 10))
