@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,12 +27,17 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 const (
 	execLossSoak = 2000
 	execLossConc = 16 // commands at a time per side, as in the issue's measurement
-	// Load: fork loops in the container, and output floods streamed
-	// through incusd over websockets, which keep incusd's own threads busy
-	// (the race needs incusd's reader to be late after its poll timeout).
-	loadLoops  = 6
+	// Load: fork loops on the host, beside incusd in its CPU cgroup (loops
+	// inside the container are one scheduling group and barely delay
+	// incusd), and output floods streamed through incusd over websockets,
+	// which keep incusd's own threads busy. The race needs incusd's reader
+	// to be late between its poll timeout and its check that the command
+	// has ended.
 	floodLoops = 4
 )
+
+// hostLoops is the number of fork loops on the host: four per CPU.
+var hostLoops = 4 * runtime.NumCPU()
 
 // execLossCommand is silent for incusd's poll timeout (1 s), then writes
 // and exits: the window in which incusd's output pipe reader gives up.
@@ -71,7 +78,7 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	is.NoErr(err)
 	defer func() { is.NoErr(in.Delete(context.WithoutCancel(ctx))) }()
 
-	stopLoad := startForkLoad(ctx, t, in, 40*time.Minute)
+	stopLoad := startHostForkLoad(ctx, t, 40*time.Minute)
 	stopFloods := startFloods(ctx, t, in)
 	stock := &lossCount{}
 	ours := &lossCount{}
@@ -88,8 +95,8 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	}
 	stopFloods()
 	stopLoad()
-	t.Logf("SUMMARY %d commands per side, %d at a time, %d fork loops in the container, %d output floods, %v: stock incus exec lost %d (%d errors), incusexec lost %d (%d errors)",
-		runs, execLossConc, loadLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.errs, ours.lost, ours.errs)
+	t.Logf("SUMMARY %d commands per side, %d at a time, %d fork loops on the host, %d output floods, %v: stock incus exec lost %d (%d errors), incusexec lost %d (%d errors)",
+		runs, execLossConc, hostLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.errs, ours.lost, ours.errs)
 	for _, e := range ours.samples {
 		t.Errorf("incusexec: %s", e)
 	}
@@ -115,22 +122,32 @@ func startFloods(ctx context.Context, t *testing.T, in *instance.Instance) func(
 	return func() { cancel(); wg.Wait() }
 }
 
-// startForkLoad runs loadLoops fork-heavy loops in the instance until the
-// returned function is called or limit has passed (the loops end
+// startHostForkLoad runs hostLoops fork-heavy shell loops on the host until
+// the returned function is called or limit has passed (the loops end
 // themselves then, whatever happens to the test).
-func startForkLoad(ctx context.Context, t *testing.T, in *instance.Instance, limit time.Duration) func() {
-	ctx, cancel := context.WithCancel(ctx)
+func startHostForkLoad(ctx context.Context, t *testing.T, limit time.Duration) func() {
 	script := fmt.Sprintf(`end=$(( $(date +%%s) + %d )); while [ "$(date +%%s)" -lt "$end" ]; do /bin/true; /bin/true; /bin/true; done`, int(limit.Seconds()))
-	var wg sync.WaitGroup
-	for range loadLoops {
-		wg.Go(func() {
-			_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", script}, KillGrace: time.Second})
-			if err != nil && ctx.Err() == nil {
-				t.Errorf("fork loop: %v", err)
+	var cmds []*exec.Cmd
+	for range hostLoops {
+		cmd := exec.CommandContext(ctx, "sh", "-c", script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("host fork loop: %v", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			for _, cmd := range cmds {
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				_ = cmd.Wait()
 			}
 		})
 	}
-	return func() { cancel(); wg.Wait() }
+	t.Cleanup(stop) // also when the test fails before stopping them
+	return stop
 }
 
 func stockExec(ctx context.Context, incusDir, name string) (string, error) {
