@@ -33,15 +33,23 @@ const (
 	// which keep incusd's own threads busy. The race needs incusd's reader
 	// to be late between its poll timeout and its check that the command
 	// has ended.
-	floodLoops = 4
+	floodLoops = 8
 )
 
-// hostLoops is the number of fork loops on the host: four per CPU.
-var hostLoops = 4 * runtime.NumCPU()
+// hostLoops is the number of fork loops on the host: eight per CPU (with
+// four per CPU and four floods, stock lost nothing in 720 commands here; with
+// eight per CPU and eight floods it lost 1-2 in 320).
+var hostLoops = 8 * runtime.NumCPU()
 
-// execLossCommand is silent for incusd's poll timeout (1 s), then writes
-// and exits: the window in which incusd's output pipe reader gives up.
-var execLossCommand = []string{"sh", "-c", "sleep 1; echo marker"}
+// execLossCommand is the i-th command: silent for about incusd's poll
+// timeout (1 s), then it writes and exits — the window in which incusd's
+// output pipe reader gives up. Its poll starts a little after the command
+// does, by a delay that the load changes, so the silences sweep 0.90 s to
+// 1.02 s in 10 ms steps for some writes to land right after the timeout.
+func execLossCommand(i int) []string {
+	silence := 900 + 10*(i%13)
+	return []string{"sh", "-c", fmt.Sprintf("sleep %d.%03d; echo marker", silence/1000, silence%1000)}
+}
 
 func execLossRuns(t *testing.T) int {
 	if v := os.Getenv(EnvExecLoss); v != "" {
@@ -86,8 +94,8 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	for done := 0; done < runs; done += execLossConc {
 		batch := min(execLossConc, runs-done)
 		var wg sync.WaitGroup
-		wg.Go(func() { stock.add(runBatch(batch, func() (string, error) { return stockExec(ctx, d.Dir, in.Name()) })) })
-		wg.Go(func() { ours.add(runBatch(batch, func() (string, error) { return libExec(ctx, in) })) })
+		wg.Go(func() { stock.add(runBatch(batch, func(i int) (string, error) { return stockExec(ctx, d.Dir, in.Name(), execLossCommand(done+i)) })) })
+		wg.Go(func() { ours.add(runBatch(batch, func(i int) (string, error) { return libExec(ctx, in, execLossCommand(done+i)) })) })
 		wg.Wait()
 		if (done/execLossConc)%10 == 0 {
 			t.Logf("%d/%d per side: stock lost %d, incusexec lost %d", done+batch, runs, stock.lost, ours.lost)
@@ -150,8 +158,8 @@ func startHostForkLoad(ctx context.Context, t *testing.T, limit time.Duration) f
 	return stop
 }
 
-func stockExec(ctx context.Context, incusDir, name string) (string, error) {
-	cmd := exec.CommandContext(ctx, "incus", append([]string{"exec", name, "--"}, execLossCommand...)...)
+func stockExec(ctx context.Context, incusDir, name string, args []string) (string, error) {
+	cmd := exec.CommandContext(ctx, "incus", append([]string{"exec", name, "--"}, args...)...)
 	cmd.Env = append(os.Environ(), "INCUS_DIR="+incusDir)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -161,9 +169,9 @@ func stockExec(ctx context.Context, incusDir, name string) (string, error) {
 	return out.String(), nil
 }
 
-func libExec(ctx context.Context, in *instance.Instance) (string, error) {
+func libExec(ctx context.Context, in *instance.Instance, args []string) (string, error) {
 	var out bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{Args: execLossCommand, Stdout: &out})
+	code, err := in.Exec(ctx, instance.Cmd{Args: args, Stdout: &out})
 	if err == nil && code != 0 {
 		err = fmt.Errorf("status %d", code)
 	}
@@ -196,12 +204,12 @@ func (c *lossCount) add(results []outcome) {
 	}
 }
 
-func runBatch(n int, run func() (string, error)) []outcome {
+func runBatch(n int, run func(i int) (string, error)) []outcome {
 	res := make([]outcome, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			res[i].out, res[i].err = run()
+			res[i].out, res[i].err = run(i)
 		})
 	}
 	wg.Wait()
