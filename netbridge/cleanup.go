@@ -8,7 +8,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Cleanup removes the profiles, networks and isolation ACLs labelled with
@@ -129,14 +128,12 @@ func (m *Manager) deleteNetwork(ctx context.Context, name string) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = m.c.DeleteNetwork(name)
-		if err == nil || attempt == 5 || !isTransient(err) {
+		if err == nil || !again(err, attempt) {
 			return err
 		}
 		m.log.Warn("deleting network failed; retrying", "network", name, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		if cerr := pause(ctx, attempt); cerr != nil {
+			return errors.Join(err, cerr)
 		}
 	}
 }

@@ -426,9 +426,8 @@ func (m *Manager) createNetwork(ctx context.Context, p *netPlan, unfinished *api
 			m.log.Debug("network created concurrently by another writer", "network", p.Name, "err", err)
 			return n, errLostRace
 		}
-		if attempt < 4 && isTransient(err) && ctx.Err() == nil {
+		if again(err, attempt) && pause(ctx, attempt) == nil {
 			m.log.Warn("creating network failed; retrying", "network", p.Name, "attempt", attempt, "err", err)
-			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 			continue
 		}
 		if unfinished == nil {
@@ -571,15 +570,37 @@ func (m *Manager) correctNetwork(ctx context.Context, p *netPlan, cur *api.Netwo
 func (m *Manager) updateNetwork(ctx context.Context, name string, put api.NetworkPut, etag string) error {
 	for attempt := 1; ; attempt++ {
 		err := m.c.UpdateNetwork(name, put, etag)
-		if err == nil || attempt == 5 || !isTransient(err) || isPreconditionFailed(err) {
+		if err == nil || !again(err, attempt) || isPreconditionFailed(err) {
 			return err
 		}
 		m.log.Warn("updating network failed; retrying", "network", name, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		if cerr := pause(ctx, attempt); cerr != nil {
+			return errors.Join(err, cerr)
 		}
+	}
+}
+
+// transientTries bounds the attempts at a network create, update or delete
+// that fails on a vanished link (isVanishedLink). With pause's steps that is
+// about 15 s: on a host where containers come and go by the dozen (parallel
+// test packages, a loaded worker) five quick tries were seen to fail in a
+// row. Other server errors get otherServerErrorTries.
+const (
+	transientTries        = 20
+	otherServerErrorTries = 5
+)
+
+// pause waits before attempt+1: 100 ms more per attempt, at most a second;
+// it returns ctx's error when ctx ends first.
+func pause(ctx context.Context, attempt int) error {
+	d := min(time.Duration(attempt)*100*time.Millisecond, time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -589,4 +610,23 @@ func (m *Manager) updateNetwork(ctx context.Context, name string, put api.Networ
 // which busy hosts see.
 func isTransient(err error) bool {
 	return api.StatusErrorCheck(err, 500) || strings.Contains(err.Error(), "does not exist")
+}
+
+// isVanishedLink is that failure in particular: no fault of the request,
+// so it gets transientTries attempts; other server errors get fewer.
+func isVanishedLink(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "link show") && strings.Contains(msg, "does not exist")
+}
+
+// again reports whether a network call that failed with err on attempt
+// (1-based) is worth another attempt.
+func again(err error, attempt int) bool {
+	switch {
+	case isVanishedLink(err):
+		return attempt < transientTries
+	case isTransient(err):
+		return attempt < otherServerErrorTries
+	}
+	return false
 }

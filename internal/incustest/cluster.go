@@ -473,7 +473,7 @@ func (c *Cluster) setupNetwork(ctx context.Context) error {
 			return fmt.Errorf("define bridge %s on %s: %w", name, m.Name, err)
 		}
 	}
-	err = client.CreateNetwork(api.NetworksPost{
+	post := api.NetworksPost{
 		Name: name, Type: "bridge",
 		NetworkPut: api.NetworkPut{
 			Description: "incustest cluster bridge",
@@ -483,7 +483,17 @@ func (c *Cluster) setupNetwork(ctx context.Context) error {
 				"ipv6.address": "none",
 			},
 		},
-	})
+	}
+	// The creation lists every link on each member's host and fails when
+	// one vanishes meanwhile (see linkRaceTries): retry. A failed attempt
+	// leaves the network pending, which the next attempt instantiates.
+	for attempt := 1; ; attempt++ {
+		err = client.CreateNetwork(post)
+		if err == nil || attempt == linkRaceTries || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(linkRacePause)
+	}
 	if err != nil {
 		return fmt.Errorf("create bridge %s (%s): %w", name, gw, err)
 	}

@@ -267,13 +267,13 @@ func (d *Daemon) setupNetwork(ctx context.Context) error {
 	// Like deletion, creation lists the host's links and can fail when
 	// another daemon's interface disappears meanwhile: retry, after
 	// removing whatever the failed attempt left.
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		err = d.Client.CreateNetwork(post)
-		if err == nil || attempt == 5 || ctx.Err() != nil {
+		if err == nil || attempt == linkRaceTries || ctx.Err() != nil {
 			break
 		}
 		_ = d.Client.DeleteNetwork(name)
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(linkRacePause)
 	}
 	if err != nil {
 		return fmt.Errorf("create bridge %s (%s): %w", name, gw, err)
@@ -442,18 +442,28 @@ func emptyServer(ctx context.Context, c incus.InstanceServer) error {
 // (seen with tests running in parallel).
 func deleteNetwork(ctx context.Context, c incus.InstanceServer, name string) error {
 	var err error
-	for range 10 {
+	for range linkRaceTries {
 		if err = c.DeleteNetwork(name); err == nil || api.StatusErrorCheck(err, 404) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(300 * time.Millisecond):
+		case <-time.After(linkRacePause):
 		}
 	}
 	return err
 }
+
+// linkRaceTries and linkRacePause bound the retries of a bridge creation or
+// deletion that incusd fails because a link elsewhere on the host vanished
+// while it listed them: about 10 s, which outlasts the churn of two test
+// packages launching and deleting containers side by side on a loaded host
+// (six tries 300 ms apart were seen to fail in a row).
+const (
+	linkRaceTries = 20
+	linkRacePause = 500 * time.Millisecond
+)
 
 // waitNothingLeft reaps what the daemon left and gives processes that are
 // already exiting (dnsmasq, LXC monitors on a loaded machine) a few seconds

@@ -94,8 +94,12 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	for done := 0; done < runs; done += execLossConc {
 		batch := min(execLossConc, runs-done)
 		var wg sync.WaitGroup
-		wg.Go(func() { stock.add(runBatch(batch, func(i int) (string, error) { return stockExec(ctx, d.Dir, in.Name(), execLossCommand(done+i)) })) })
-		wg.Go(func() { ours.add(runBatch(batch, func(i int) (string, error) { return libExec(ctx, in, execLossCommand(done+i)) })) })
+		wg.Go(func() {
+			stock.add(runBatch(batch, func(i int) (string, error) { return stockExec(ctx, d.Dir, in.Name(), execLossCommand(done+i)) }))
+		})
+		wg.Go(func() {
+			ours.add(runBatch(batch, func(i int) (string, error) { return libExec(ctx, in, execLossCommand(done+i)) }))
+		})
 		wg.Wait()
 		if (done/execLossConc)%10 == 0 {
 			t.Logf("%d/%d per side: stock lost %d, incusexec lost %d", done+batch, runs, stock.lost, ours.lost)
