@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
@@ -91,7 +91,7 @@ func aliasTarget(t testing.TB, d *incustest.Daemon, alias string) string {
 
 func TestUnifiedImageBoots(t *testing.T) {
 	d := incustest.Shared(t)
-	path := incustest.DebianTarball(t, testimage.HostSuite())
+	path := incustest.DebianTarball(t, imagetest.HostSuite())
 	im := newImporter(t, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -57,8 +57,8 @@ import (
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
@@ -179,7 +179,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 	n := g.backend.Network()
 	g.say("bridge %s %s (NAT off), profile %s (root on %s)", n.Name, n.IPv4, g.backend.Profile().Name, pool)
 
-	tarball, err := testimage.BusyboxSystemTarball()
+	tarball, err := imagetest.Busybox()
 	if err != nil {
 		return err
 	}
