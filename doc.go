@@ -12,7 +12,9 @@
 //     artifact/<ID>: metadata.yaml, hostname and hosts templates,
 //     systemd-networkd enabled and incusexec's own systemd generator for
 //     containers. It streams: the root filesystem is never copied to disk.
-//     A qcow2 disk becomes a VM image the same way.
+//     A qcow2 disk becomes a VM image the same way. imagebuild/imagetest
+//     builds system tarballs for a host's tests (busybox, or Debian with
+//     systemd), as net/http/httptest serves handlers.
 //   - netbridge makes sure a managed bridge network and the profiles that wire
 //     instances to it exist and stay as specified (idempotent, drift-correcting,
 //     owner-labelled), removes them when their owner is done, and renders the

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -32,7 +32,7 @@ func TestBenchmarkTable(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("IMAGEBUILD_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
 	}
-	tarPath := incustest.DebianTarball(t, testimage.HostSuite())
+	tarPath := incustest.DebianTarball(t, imagetest.HostSuite())
 	xzPath := incustest.CompressedTarball(t, tarPath, "xz")
 	which := os.Getenv("IMAGEBUILD_BENCH") // "imports", "launch" or anything for both
 	if which != "launch" {

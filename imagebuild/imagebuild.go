@@ -21,6 +21,7 @@ import (
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
+	"golang.org/x/sync/singleflight"
 )
 
 // Client is the part of the Incus client (incus.InstanceServer) that an
@@ -189,17 +190,9 @@ type Importer struct {
 	// when empty.
 	LockDir string
 
-	mu       sync.Mutex
-	inflight map[string]*call
+	imports  singleflight.Group // by alias
+	mu       sync.Mutex         // guards serverID
 	serverID string
-}
-
-// call is an import in progress that later callers for the same alias wait
-// for instead of importing again.
-type call struct {
-	done chan struct{}
-	img  Image
-	err  error
 }
 
 func (im *Importer) log() *slog.Logger {
@@ -247,35 +240,9 @@ func (im *Importer) Import(ctx context.Context, src Source, opts Options) (Image
 	if _, err := IncusArchitecture(src.Metadata.Architecture); err != nil {
 		return Image{}, fmt.Errorf("%s: %w", alias, err)
 	}
-	// Goroutines importing the same alias share the first one's import;
-	// each stops waiting when its own ctx ends.
-	im.mu.Lock()
-	if c, ok := im.inflight[alias]; ok {
-		im.mu.Unlock()
-		select {
-		case <-c.done:
-			if c.err != nil {
-				return Image{}, c.err
-			}
-			img := c.img
-			img.Reused = true
-			return img, nil
-		case <-ctx.Done():
-			return Image{}, fmt.Errorf("import %s: %w", alias, context.Cause(ctx))
-		}
-	}
-	c := &call{done: make(chan struct{})}
-	if im.inflight == nil {
-		im.inflight = map[string]*call{}
-	}
-	im.inflight[alias] = c
-	im.mu.Unlock()
-	c.img, c.err = im.importLocked(context.WithoutCancel(ctx), ctx, alias, src, opts)
-	im.mu.Lock()
-	delete(im.inflight, alias)
-	im.mu.Unlock()
-	close(c.done)
-	return c.img, c.err
+	return im.shareImport(ctx, alias, func() (Image, error) {
+		return im.importLocked(context.WithoutCancel(ctx), ctx, alias, src, opts)
+	})
 }
 
 func debianArch(goarch string) string {

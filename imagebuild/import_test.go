@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
@@ -91,7 +91,7 @@ func aliasTarget(t testing.TB, d *incustest.Daemon, alias string) string {
 
 func TestUnifiedImageBoots(t *testing.T) {
 	d := incustest.Shared(t)
-	path := incustest.DebianTarball(t, testimage.HostSuite())
+	path := incustest.DebianTarball(t, imagetest.HostSuite())
 	im := newImporter(t, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -328,6 +328,55 @@ func TestConcurrentImportsImportOnce(t *testing.T) {
 	is.Equal(fresh, 1)                    // one import, five reuses
 	is.Equal(len(images(t, d)), before+1) // one image
 	is.NoErr(shared.Delete(context.Background(), results[0].Alias))
+}
+
+// TestJoinedImportStopsAtItsOwnCtx joins an import that stalls: the joining
+// caller returns when its own ctx ends while the first import goes on; the
+// first returns when its ctx ends, leaving nothing. An import whose ctx has
+// already ended imports nothing.
+func TestJoinedImportStopsAtItsOwnCtx(t *testing.T) {
+	is := is.New(t)
+	d := incustest.Shared(t)
+	im := newImporter(t, d)
+	before := images(t, d)
+	id := incustest.UniqueName("join-")
+	rootfs := tinyRootfs(t, "join")
+	path := filepath.Join(t.TempDir(), "rootfs.tar")
+	is.NoErr(os.WriteFile(path, rootfs, 0o644))
+
+	firstCtx, cancelFirst := context.WithCancel(context.Background())
+	defer cancelFirst()
+	reading := make(chan struct{})
+	var once sync.Once
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := im.Import(firstCtx, imagebuild.Source{ID: id, Reader: &stallingReader{ctx: firstCtx, data: bytes.NewReader(rootfs[:1024])}},
+			imagebuild.Options{Progress: func(read, total int64) { once.Do(func() { close(reading) }) }})
+		firstErr <- err
+	}()
+	<-reading
+
+	joinCtx, cancelJoin := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancelJoin)
+	_, err := im.Import(joinCtx, imagebuild.Source{ID: id, Path: path}, imagebuild.Options{})
+	is.True(errors.Is(err, context.Canceled)) // the joining caller gave up
+	select {
+	case err := <-firstErr:
+		t.Fatalf("first import ended with the joining caller's ctx: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	cancelFirst()
+	is.True(errors.Is(<-firstErr, context.Canceled))
+	is.Equal(images(t, d), before)
+	is.Equal(aliasTarget(t, d, "artifact/"+id), "")
+
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = im.Import(ended, imagebuild.Source{ID: id, Path: path}, imagebuild.Options{})
+	is.True(errors.Is(err, context.Canceled))
+	is.Equal(images(t, d), before)
+	is.Equal(aliasTarget(t, d, "artifact/"+id), "")
 }
 
 func TestProgressReportsBytesOfTotal(t *testing.T) {

@@ -8,11 +8,59 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/incusexec/incusexec/internal/incusop"
+	"golang.org/x/sync/singleflight"
 )
+
+// shareImport runs importAlias once for the goroutines of this Importer that
+// import alias at the same time: the first caller's importAlias runs, under
+// the first caller's ctx, and the callers that join it get its image marked
+// Reused. A caller that joined stops waiting when its own ctx ends; the
+// caller whose importAlias runs waits for it to return, so that an import
+// it started has cleaned up by the time it returns.
+func (im *Importer) shareImport(ctx context.Context, alias string, importAlias func() (Image, error)) (Image, error) {
+	// The group runs importAlias on a goroutine of its own, possibly after
+	// ctx has ended and this caller has gone: ran and abandoned, settled
+	// under mu, say whether it is this caller's import that runs.
+	var (
+		mu             sync.Mutex
+		ran, abandoned bool
+	)
+	results := im.imports.DoChan(alias, func() (any, error) {
+		mu.Lock()
+		if abandoned {
+			mu.Unlock()
+			return Image{}, fmt.Errorf("import %s: %w", alias, context.Cause(ctx))
+		}
+		ran = true
+		mu.Unlock()
+		return importAlias()
+	})
+	var r singleflight.Result
+	select {
+	case r = <-results:
+	case <-ctx.Done():
+		mu.Lock()
+		abandoned = !ran
+		mu.Unlock()
+		if abandoned {
+			return Image{}, fmt.Errorf("import %s: %w", alias, context.Cause(ctx))
+		}
+		r = <-results
+	}
+	if r.Err != nil {
+		return Image{}, r.Err
+	}
+	img := r.Val.(Image)
+	mu.Lock()
+	img.Reused = img.Reused || !ran
+	mu.Unlock()
+	return img, nil
+}
 
 // lock takes the cross-process lock of alias on this Importer's server, so
 // that processes on this host importing the same artifact import it once:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"strings"
 	"time"
 
@@ -86,5 +87,38 @@ func ExampleManager_NewReaper() {
 		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
 		fmt.Println(code, err)
 		_ = reaper.Reap(in) // returns at once
+	}
+}
+
+// A gateway reaches a server instance over the bridge at the IPv4 address
+// of its eth0, once the instance is ready on it.
+func ExampleInstance_Addresses() {
+	ctx := context.Background()
+	c, err := incus.ConnectIncusUnix("", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	m, err := instance.New(c, instance.Config{Owner: "gateway"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	in, err := m.Create(ctx, instance.Spec{
+		Image: "artifact/server",
+		Ready: instance.Ready{NIC: "eth0", Family: "inet", Timeout: time.Minute},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer in.Delete(ctx)
+
+	addrs, err := in.Addresses(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, a := range addrs {
+		if a.NIC == "eth0" && a.Addr.Is4() {
+			fmt.Println("server at", net.JoinHostPort(a.Addr.String(), "4711"))
+		}
 	}
 }

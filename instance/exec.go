@@ -67,26 +67,46 @@ type Cmd struct {
 // and ErrUser when the user cannot be provided (with ErrNotFound too when
 // NoCreateUser forbids creating it).
 func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
+	if err := in.checkCmd(cmd); err != nil {
+		return -1, err
+	}
+	req, err := in.execRequest(ctx, cmd)
+	if err != nil {
+		return -1, err
+	}
+	return in.exec(ctx, req, cmd, in.killGrace(cmd))
+}
+
+// checkCmd refuses what no instance could run, before anything is asked of
+// the server.
+func (in *Instance) checkCmd(cmd Cmd) error {
 	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
-		return -1, fmt.Errorf("%w: instance %s: exec: empty command", ErrInvalid, in.name)
+		return fmt.Errorf("%w: instance %s: exec: empty command", ErrInvalid, in.name)
 	}
 	if cmd.Dir != "" {
 		if _, err := cleanAbs(cmd.Dir, "working directory"); err != nil {
-			return -1, err
+			return err
 		}
 	}
 	if cmd.Timeout < 0 || cmd.KillGrace < 0 {
-		return -1, fmt.Errorf("%w: negative timeout or kill grace", ErrInvalid)
+		return fmt.Errorf("%w: negative timeout or kill grace", ErrInvalid)
 	}
 	for k, v := range cmd.Env {
 		// "A=B" would set A, not "A=B"; NUL cuts the C strings short.
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return -1, fmt.Errorf("%w: instance %s: exec: environment variable %q: empty name, or '=' or NUL in it", ErrInvalid, in.name, k)
+			return fmt.Errorf("%w: instance %s: exec: environment variable %q: empty name, or '=' or NUL in it", ErrInvalid, in.name, k)
 		}
 	}
+	return nil
+}
+
+// execRequest resolves cmd's user (creating it unless NoCreateUser) and
+// makes the request that runs cmd as that user: in the user's home, with
+// HOME, USER and LOGNAME set for a user other than root.
+func (in *Instance) execRequest(ctx context.Context, cmd Cmd) (api.InstanceExecPost, error) {
 	acct, err := in.account(ctx, cmd.User, cmd.Group, !cmd.NoCreateUser)
 	if err != nil {
-		return -1, err
+		return api.InstanceExecPost{}, err
 	}
 	env := maps.Clone(cmd.Env)
 	if env == nil {
@@ -101,18 +121,22 @@ func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 	if dir == "" && acct.uid != 0 {
 		dir = acct.home
 	}
-	killGrace := cmd.KillGrace
-	if killGrace == 0 {
-		killGrace = in.m.cfg.KillGrace
-	}
-	return in.exec(ctx, api.InstanceExecPost{
+	return api.InstanceExecPost{
 		Command:     cmd.Args,
 		WaitForWS:   true, // the recorded path turns it off
 		Environment: env,
 		User:        acct.uid,
 		Group:       acct.gid,
 		Cwd:         dir,
-	}, cmd, killGrace)
+	}, nil
+}
+
+// killGrace is how long a stopped command has between SIGTERM and SIGKILL.
+func (in *Instance) killGrace(cmd Cmd) time.Duration {
+	if cmd.KillGrace != 0 {
+		return cmd.KillGrace
+	}
+	return in.m.cfg.KillGrace
 }
 
 // exec runs req on the recorded path when it can, else on websockets.
@@ -139,15 +163,52 @@ func setDefault(env map[string]string, k, v string) {
 func (in *Instance) execStream(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
 	runCtx, cancel := execContext(ctx, cmd.Timeout)
 	defer cancel()
+	s, err := in.startStream(req, cmd)
+	if err != nil {
+		return -1, err
+	}
+	defer s.closeControl()
+	finished, opErr, stopErr := s.waitOrStop(runCtx, killGrace)
+	if !finished {
+		_ = s.op.Cancel()
+		return -1, fmt.Errorf("%w: instance %s: %s did not end after SIGKILL: %w", ErrExec, in.name, s.name, stopErr)
+	}
+	s.drainOutput()
+	code := -1
+	if opErr == nil {
+		code = exitCode(s.op.Get().Metadata)
+	}
+	return in.execResult(s.name, code, opErr, stopErr)
+}
+
+// streamed is a command running with its streams on websockets.
+type streamed struct {
+	in       *Instance
+	name     string // the command's, for messages
+	op       incus.Operation
+	waited   chan error           // how op ended, once it has
+	ctl      chan *websocket.Conn // the control connection, once open
+	conn     *websocket.Conn      // the control connection, once taken from ctl
+	dataDone chan bool            // closed when the output streams have ended
+}
+
+// startStream starts req with cmd's streams on websockets, and waits for
+// its end on a goroutine of its own.
+func (in *Instance) startStream(req api.InstanceExecPost, cmd Cmd) (*streamed, error) {
+	s := &streamed{
+		in:       in,
+		name:     req.Command[0],
+		waited:   make(chan error, 1),
+		ctl:      make(chan *websocket.Conn, 1),
+		dataDone: make(chan bool),
+	}
 	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
-	ctl := make(chan *websocket.Conn, 1)
-	dataDone := make(chan bool)
 	args := &incus.InstanceExecArgs{
 		Stdin:    cmd.Stdin,
 		Stdout:   stdout,
 		Stderr:   stderr,
-		DataDone: dataDone,
-		Control:  func(c *websocket.Conn) { ctl <- c },
+		DataDone: s.dataDone,
+		Control:  func(c *websocket.Conn) { s.ctl <- c },
 	}
 	if args.Stdin == nil {
 		args.Stdin = eofReader{}
@@ -157,78 +218,79 @@ func (in *Instance) execStream(ctx context.Context, req api.InstanceExecPost, cm
 	// signalling the command instead.
 	op, err := in.m.c.ExecInstance(in.name, req, args)
 	if err != nil {
-		return -1, in.execStartErr(err, req.Command[0])
+		return nil, in.execStartErr(err, s.name)
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- op.WaitContext(context.Background()) }()
+	s.op = op
+	go func() { s.waited <- op.WaitContext(context.Background()) }()
+	return s, nil
+}
 
-	var conn *websocket.Conn
-	signal := func(sig syscall.Signal) {
-		if conn == nil {
-			select {
-			case conn = <-ctl:
-			case <-time.After(time.Second):
-				in.m.log.Warn("exec: no control connection to signal through", "name", in.name)
-				return
-			}
-		}
-		msg := api.InstanceExecControl{Command: "signal", Signal: int(sig)}
-		if err := conn.WriteJSON(msg); err != nil {
-			in.m.log.Debug("exec: cannot send signal", "name", in.name, "signal", sig, "err", err)
-		}
-	}
-	var (
-		opErr    error
-		finished bool
-		stopErr  error
-	)
+// waitOrStop waits for the command to end; when ctx ends first it sends
+// SIGTERM, then SIGKILL after killGrace. finished is false when the command
+// outlived SIGKILL by killGrace and five seconds more; stopErr is ctx's
+// cause when ctx ended.
+func (s *streamed) waitOrStop(ctx context.Context, killGrace time.Duration) (finished bool, opErr, stopErr error) {
 	select {
-	case opErr = <-waited:
-		finished = true
-	case <-runCtx.Done():
-		stopErr = context.Cause(runCtx)
-		in.m.log.Info("exec: stopping command", "name", in.name, "cmd", req.Command[0], "cause", stopErr)
-		signal(syscall.SIGTERM)
+	case opErr = <-s.waited:
+		return true, opErr, nil
+	case <-ctx.Done():
+	}
+	stopErr = context.Cause(ctx)
+	s.in.m.log.Info("exec: stopping command", "name", s.in.name, "cmd", s.name, "cause", stopErr)
+	s.signal(syscall.SIGTERM)
+	select {
+	case opErr = <-s.waited:
+		return true, opErr, stopErr
+	case <-time.After(killGrace):
+	}
+	s.signal(syscall.SIGKILL)
+	select {
+	case opErr = <-s.waited:
+		return true, opErr, stopErr
+	case <-time.After(killGrace + 5*time.Second):
+		return false, nil, stopErr
+	}
+}
+
+// signal sends sig to the command through the control connection, waiting
+// up to a second for the connection to open.
+func (s *streamed) signal(sig syscall.Signal) {
+	if s.conn == nil {
 		select {
-		case opErr = <-waited:
-			finished = true
-		case <-time.After(killGrace):
-			signal(syscall.SIGKILL)
-			select {
-			case opErr = <-waited:
-				finished = true
-			case <-time.After(killGrace + 5*time.Second):
-			}
+		case s.conn = <-s.ctl:
+		case <-time.After(time.Second):
+			s.in.m.log.Warn("exec: no control connection to signal through", "name", s.in.name)
+			return
 		}
 	}
-	defer func() {
-		select {
-		case c := <-ctl:
-			conn = c
-		default:
-		}
-		if conn != nil {
-			_ = conn.Close()
-		}
-	}()
-	if !finished {
-		_ = op.Cancel()
-		return -1, fmt.Errorf("%w: instance %s: %s did not end after SIGKILL: %w", ErrExec, in.name, req.Command[0], stopErr)
+	msg := api.InstanceExecControl{Command: "signal", Signal: int(sig)}
+	if err := s.conn.WriteJSON(msg); err != nil {
+		s.in.m.log.Debug("exec: cannot send signal", "name", s.in.name, "signal", sig, "err", err)
 	}
-	// The output streams end after the process; wait for them so that
-	// everything written reaches the caller's writers.
+}
+
+// drainOutput waits for the output streams, which end after the process,
+// so that everything written reaches the caller's writers.
+func (s *streamed) drainOutput() {
 	drain := time.NewTimer(30 * time.Second)
 	defer drain.Stop()
 	select {
-	case <-dataDone:
+	case <-s.dataDone:
 	case <-drain.C:
-		in.m.log.Warn("exec: output did not end 30s after the command", "name", in.name, "cmd", req.Command[0])
+		s.in.m.log.Warn("exec: output did not end 30s after the command", "name", s.in.name, "cmd", s.name)
 	}
-	code := -1
-	if opErr == nil {
-		code = exitCode(op.Get().Metadata)
+}
+
+// closeControl closes the control connection, if it opened.
+func (s *streamed) closeControl() {
+	select {
+	case c := <-s.ctl:
+		s.conn = c
+	default:
 	}
-	return in.execResult(req.Command[0], code, opErr, stopErr)
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
 }
 
 // execResult maps how an exec operation ended onto Exec's results.

@@ -56,14 +56,7 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	runCtx, cancel := execContext(ctx, cmd.Timeout)
 	defer cancel()
 	name := req.Command[0]
-	fifo := ""
-	if cmd.Stdin != nil {
-		fifo = stdinFIFO()
-		req.Command = append([]string{wrapperShell, "-c", stdinWrapperScript, "sh", fifo}, req.Command...)
-	} else {
-		req.Command = append([]string{wrapperShell, "-c", wrapperScript, "sh"}, req.Command...)
-	}
-	req.WaitForWS, req.Interactive, req.RecordOutput = false, false, true
+	req, fifo := recordedRequest(req, cmd.Stdin != nil)
 	srv, err := newRawServer(raw)
 	if err != nil {
 		return -1, fmt.Errorf("%w: instance %s: exec %s: %w", ErrExec, in.name, name, err)
@@ -75,22 +68,10 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
 	rec := in.newRecording(srv, id, stdout, stderr)
 	defer rec.remove(in)
-	waitCtx, stopWaiting := context.WithCancel(context.Background())
+	w, stopWaiting := srv.awaitOp(id)
 	defer stopWaiting()
-	w := &opWaiter{ch: make(chan opResult, 1)}
-	go func() {
-		op, err := srv.waitOp(waitCtx, id)
-		w.ch <- opResult{op, err}
-	}()
-	var feed *feeder
-	if fifo != "" && in.awaitPID(runCtx, rec, w) {
-		feed = in.startFeeder(req, fifo, cmd.Stdin)
-	}
 
-	finished, stopErr := in.followUntilEnd(runCtx, rec, w, killGrace)
-	if feed != nil {
-		feed.finish(in, srv, stopErr != nil || !finished)
-	}
+	finished, stopErr := in.runRecorded(runCtx, req, rec, w, fifo, cmd.Stdin, killGrace)
 	if !finished {
 		return -1, fmt.Errorf("%w: instance %s: %s did not end after SIGKILL: %w", ErrExec, in.name, name, stopErr)
 	}
@@ -101,9 +82,56 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 			return -1, fmt.Errorf("%w: instance %s: exec %s: output: %w", ErrExec, in.name, name, err)
 		}
 	}
-	code, opErr := -1, w.res.err
-	if w.res.op != nil {
-		code = exitCode(w.res.op.Metadata)
+	return in.recordedResult(name, rec, w.res, stopErr)
+}
+
+// recordedRequest turns req into the recorded exec of its command: the
+// command runs under the wrapper, which writes its pid line and, when the
+// command has a stdin, reads it from a FIFO whose path is returned.
+func recordedRequest(req api.InstanceExecPost, stdin bool) (api.InstanceExecPost, string) {
+	fifo := ""
+	if stdin {
+		fifo = stdinFIFO()
+		req.Command = append([]string{wrapperShell, "-c", stdinWrapperScript, "sh", fifo}, req.Command...)
+	} else {
+		req.Command = append([]string{wrapperShell, "-c", wrapperScript, "sh"}, req.Command...)
+	}
+	req.WaitForWS, req.Interactive, req.RecordOutput = false, false, true
+	return req, fifo
+}
+
+// awaitOp waits for operation id on a goroutine of its own, until it ends
+// or stop is called.
+func (s *rawServer) awaitOp(id string) (w *opWaiter, stop func()) {
+	ctx, stop := context.WithCancel(context.Background())
+	w = &opWaiter{ch: make(chan opResult, 1)}
+	go func() {
+		op, err := s.waitOp(ctx, id)
+		w.ch <- opResult{op, err}
+	}()
+	return w, stop
+}
+
+// runRecorded follows the recorded command's output until it ends (see
+// followUntilEnd), feeding stdin through fifo when there is one.
+func (in *Instance) runRecorded(ctx context.Context, req api.InstanceExecPost, rec *recording, w *opWaiter, fifo string, stdin io.Reader, killGrace time.Duration) (finished bool, stopErr error) {
+	var feed *feeder
+	if fifo != "" && in.awaitPID(ctx, rec, w) {
+		feed = in.startFeeder(req, fifo, stdin)
+	}
+	finished, stopErr = in.followUntilEnd(ctx, rec, w, killGrace)
+	if feed != nil {
+		feed.finish(in, rec.srv, stopErr != nil || !finished)
+	}
+	return finished, stopErr
+}
+
+// recordedResult maps how a recorded exec ended onto Exec's results, or
+// onto errNoWrapper when the wrapper itself could not run.
+func (in *Instance) recordedResult(name string, rec *recording, res opResult, stopErr error) (int, error) {
+	code, opErr := -1, res.err
+	if res.op != nil {
+		code = exitCode(res.op.Metadata)
 	}
 	if stopErr == nil && !rec.stderr.sawMarker && rec.stdout.off == 0 && rec.stderr.off == 0 &&
 		(code == 127 || code == noFIFO || (opErr != nil && containsFold(opErr.Error(), "command not found"))) {

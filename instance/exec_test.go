@@ -194,3 +194,66 @@ func TestExecUserThatCannotBeCreated(t *testing.T) {
 	is.True(errors.Is(err, refused))
 	t.Log(err)
 }
+
+// TestExecStreamedStatusAndStop runs commands on the websocket path
+// (Cmd.Stream): statuses, both streams, and stopping on a timeout and on
+// ctx's end as the recorded path does.
+func TestExecStreamedStatusAndStop(t *testing.T) {
+	t.Parallel()
+	_, m, _ := setup(t, instance.Config{KillGrace: 500 * time.Millisecond})
+	in := launch(t, m, instance.Spec{})
+	for _, tc := range []struct {
+		name           string
+		cmd            instance.Cmd
+		code           int
+		stdout, stderr string
+		err            error
+	}{
+		{name: "streams apart", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, code: 3, stdout: "out\n", stderr: "err\n"},
+		{name: "missing command", cmd: instance.Cmd{Args: []string{"no-such-command"}}, code: 127},
+		{name: "killed", cmd: instance.Cmd{Args: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
+		{name: "env and user", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo $GREETING; id -u; pwd"}, Env: map[string]string{"GREETING": "hi"}, User: "4321", Dir: "/etc"}, stdout: "hi\n4321\n/etc\n"},
+		{name: "timeout terminates", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo before; exec sleep 60"}, Timeout: 2 * time.Second}, code: 143, stdout: "before\n", err: instance.ErrTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			var out, errb bytes.Buffer
+			cmd := tc.cmd
+			cmd.Stdout, cmd.Stderr, cmd.Stream = &out, &errb, true
+			code, err := in.Exec(ctxFor(t, time.Minute), cmd)
+			if tc.err == nil {
+				is.NoErr(err)
+			} else {
+				is.True(errors.Is(err, tc.err))
+			}
+			is.Equal(code, tc.code)
+			is.Equal(out.String(), tc.stdout)
+			is.Equal(errb.String(), tc.stderr)
+		})
+	}
+	// The command says when it is ready, so that the signal cannot come
+	// before the trap, however loaded the host.
+	for _, tc := range []struct {
+		name, script string
+		code         int
+	}{
+		{"context cancelled", "echo ready; exec sleep 60", 143},
+		{"ignored TERM is killed", "trap '' TERM; echo ready; exec sleep 60", 137},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			pr, pw := io.Pipe()
+			go func() {
+				b := make([]byte, 6)
+				_, _ = io.ReadFull(pr, b)
+				cancel()
+				_, _ = io.Copy(io.Discard, pr)
+			}()
+			code, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", tc.script}, Stdout: pw, Stream: true})
+			pw.Close()
+			is.True(errors.Is(err, context.Canceled))
+			is.Equal(code, tc.code)
+		})
+	}
+}

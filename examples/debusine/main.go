@@ -42,8 +42,8 @@ import (
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
 )
@@ -104,11 +104,11 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 	bg := context.WithoutCancel(ctx)
 	cleanupCtx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(bg, 2*time.Minute) }
 
-	suite := testimage.HostSuite()
+	suite := imagetest.HostSuite()
 	meta := imagebuild.Metadata{OS: "debian"}
 	if o.tarball == "" {
 		say("no -tarball: debootstrapping Debian %s (minbase, systemd) or taking it from the cache", suite)
-		if o.tarball, err = testimage.DebianTarball(suite); err != nil {
+		if o.tarball, err = (imagetest.Debian{Suite: suite}).Tarball(); err != nil {
 			return err
 		}
 		meta.Release, meta.Description = suite, "Debian "+suite+" (debusine example)"

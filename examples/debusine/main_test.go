@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/matryer/is"
 )
 
@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { incustest.Main(m) }
 func TestDebusine(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	tarball := incustest.DebianTarball(t, testimage.HostSuite())
+	tarball := incustest.DebianTarball(t, imagetest.HostSuite())
 	owner := incustest.UniqueName("debusine")
 	id := incustest.UniqueName("debusine-test")
 	out := t.TempDir()

@@ -57,9 +57,8 @@ import (
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/incusop"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
@@ -180,7 +179,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 	n := g.backend.Network()
 	g.say("bridge %s %s (NAT off), profile %s (root on %s)", n.Name, n.IPv4, g.backend.Profile().Name, pool)
 
-	tarball, err := testimage.BusyboxSystemTarball()
+	tarball, err := imagetest.Busybox()
 	if err != nil {
 		return err
 	}
@@ -331,7 +330,7 @@ func (g *gateway) startPool(ctx context.Context, bin, heaps, shared string) erro
 			if _, err := in.Mount(ectx, heapsAlias, heaps, executor.MountOptions{ReadOnly: true}); err != nil {
 				return err
 			}
-			ip, err := g.address(ectx, in.Name())
+			ip, err := g.address(ectx, in)
 			if err != nil {
 				return err
 			}
@@ -342,19 +341,24 @@ func (g *gateway) startPool(ctx context.Context, bin, heaps, shared string) erro
 	return eg.Wait()
 }
 
-// address is the instance's IPv4 address on eth0. The executor interface
-// has no call for it; the state API does.
-func (g *gateway) address(ctx context.Context, name string) (string, error) {
-	st, _, err := incusop.Bind(ctx, g.client).GetInstanceState(name)
+// address is the server's IPv4 address on eth0. The executor interface
+// has no call for it; the Incus backend's instances hand out their
+// instance package handle (Part), whose Addresses has.
+func (g *gateway) address(ctx context.Context, in executor.Instance) (string, error) {
+	incusInstance, ok := in.(interface{ Part() *instance.Instance })
+	if !ok {
+		return "", fmt.Errorf("instance %s is not an Incus instance", in.Name())
+	}
+	addrs, err := incusInstance.Part().Addresses(ctx)
 	if err != nil {
 		return "", err
 	}
-	for _, a := range st.Network["eth0"].Addresses {
-		if a.Family == "inet" && a.Scope == "global" {
-			return a.Address, nil
+	for _, a := range addrs {
+		if a.NIC == "eth0" && a.Addr.Is4() {
+			return a.Addr.String(), nil
 		}
 	}
-	return "", fmt.Errorf("instance %s has no IPv4 address on eth0", name)
+	return "", fmt.Errorf("instance %s has no IPv4 address on eth0", in.Name())
 }
 
 // session shows reference counting: a session acquires a writable session

@@ -5,121 +5,49 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
-// BusyboxPath is the statically linked busybox of Debian's busybox-static.
-const BusyboxPath = "/bin/busybox"
+// BusyboxPath is imagetest.BusyboxPath.
+const BusyboxPath = imagetest.BusyboxPath
 
-// busyboxRC brings up loopback and, when there is one, eth0 by DHCP in the
-// background, then leaves init waiting. Busybox init halts on SIGPWR/SIGUSR1,
-// so Incus's graceful stop works.
-const busyboxRC = `#!/bin/sh
-ip link set lo up
-if [ -e /sys/class/net/eth0 ]; then
-  udhcpc -b -q -i eth0 -s /etc/udhcpc.script -t 30 -T 1 -A 1 >/dev/null 2>&1 &
-fi
-`
+// BusyboxSystemTarball is imagetest.Busybox: the busybox system as a
+// Debian-style system tarball, the input imagebuild takes.
+func BusyboxSystemTarball() ([]byte, error) { return imagetest.Busybox() }
 
-const busyboxInittab = `::sysinit:/etc/init.d/rcS
-::shutdown:/bin/busybox kill -TERM -1
-`
-
-// udhcpcScript configures what the DHCP server hands out; busybox-static
-// ships no default script.
-const udhcpcScript = `#!/bin/sh
-case "$1" in
-  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
-  bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip -4 addr add "$ip/${mask:-24}" dev "$interface"
-    [ -n "$router" ] && ip -4 route replace default via "${router%% *}" dev "$interface"
-    : > /etc/resolv.conf
-    for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done ;;
-esac
-exit 0
-`
-
-// BusyboxTarball returns a unified Incus image tarball (metadata.yaml plus
-// rootfs/) of a busybox system, built from the host's busybox-static.
+// BusyboxTarball returns the busybox system of imagetest.Busybox as a
+// unified Incus image tarball: metadata.yaml and a hostname template, and
+// the root filesystem under rootfs/.
 func BusyboxTarball() ([]byte, error) {
-	bb, err := os.ReadFile(BusyboxPath)
+	system, err := imagetest.Busybox()
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s (package busybox-static): %v", ErrMissingTool, BusyboxPath, err)
-	}
-	list, err := exec.Command(BusyboxPath, "--list-full").Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s --list-full: %w", BusyboxPath, err)
+		return nil, err
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	now := time.Now()
-	add := func(h *tar.Header, body []byte) {
-		h.ModTime = now
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(body))
-		}
-		if err == nil {
-			err = tw.WriteHeader(h)
-		}
-		if err == nil && len(body) > 0 {
-			_, err = tw.Write(body)
-		}
-	}
 	meta := fmt.Sprintf("architecture: x86_64\ncreation_date: %d\nproperties:\n  description: incustest busybox\n  os: busybox\n"+
 		"templates:\n  /etc/hostname:\n    when: [create, copy]\n    template: hostname.tpl\n", now.Unix())
-	add(&tar.Header{Name: "metadata.yaml", Mode: 0o644, Typeflag: tar.TypeReg}, []byte(meta))
-	add(&tar.Header{Name: "templates/", Mode: 0o755, Typeflag: tar.TypeDir}, nil)
-	add(&tar.Header{Name: "templates/hostname.tpl", Mode: 0o644, Typeflag: tar.TypeReg}, []byte("{{ instance.name }}\n"))
-	for _, d := range []string{"", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "etc/init.d", "proc", "sys", "dev", "run", "root", "home", "var", "tmp"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		add(&tar.Header{Name: "rootfs/" + d + "/", Mode: mode, Typeflag: tar.TypeDir}, nil)
-	}
-	add(&tar.Header{Name: "rootfs/bin/busybox", Mode: 0o755, Typeflag: tar.TypeReg}, bb)
-	for _, applet := range strings.Fields(string(list)) {
-		if applet == "bin/busybox" {
-			continue
-		}
-		add(&tar.Header{Name: "rootfs/" + applet, Linkname: "/bin/busybox", Mode: 0o777, Typeflag: tar.TypeSymlink}, nil)
-	}
-	files := []struct {
-		name string
-		mode int64
+	for _, f := range []struct {
+		h    tar.Header
 		body string
 	}{
-		{"etc/init.d/rcS", 0o755, busyboxRC},
-		{"etc/inittab", 0o644, busyboxInittab},
-		{"etc/udhcpc.script", 0o755, udhcpcScript},
-		{"etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
-		{"etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n"},
-		{"etc/hostname", 0o644, "busybox\n"},
+		{tar.Header{Name: "metadata.yaml", Mode: 0o644, Typeflag: tar.TypeReg}, meta},
+		{tar.Header{Name: "templates/", Mode: 0o755, Typeflag: tar.TypeDir}, ""},
+		{tar.Header{Name: "templates/hostname.tpl", Mode: 0o644, Typeflag: tar.TypeReg}, "{{ instance.name }}\n"},
+	} {
+		f.h.ModTime, f.h.Size = now, int64(len(f.body))
+		if err := tw.WriteHeader(&f.h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write([]byte(f.body)); err != nil {
+			return nil, err
+		}
 	}
-	for _, f := range files {
-		add(&tar.Header{Name: "rootfs/" + f.name, Mode: f.mode, Typeflag: tar.TypeReg}, []byte(f.body))
-	}
-	if err == nil {
-		err = tw.Close()
-	}
-	return buf.Bytes(), err
-}
-
-// BusyboxSystemTarball returns the root file system of the busybox image as
-// a Debian-style system tarball (entries "./...", no metadata): the input
-// imagebuild takes, in milliseconds.
-func BusyboxSystemTarball() ([]byte, error) {
-	unified, err := BusyboxTarball()
-	if err != nil {
-		return nil, err
-	}
-	tr := tar.NewReader(bytes.NewReader(unified))
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	tr := tar.NewReader(bytes.NewReader(system))
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -128,11 +56,7 @@ func BusyboxSystemTarball() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		name, ok := strings.CutPrefix(h.Name, "rootfs/")
-		if !ok {
-			continue // metadata.yaml and templates: imagebuild writes its own
-		}
-		h.Name = "./" + name
+		h.Name = "rootfs/" + strings.TrimPrefix(h.Name, "./")
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, err
 		}

@@ -4,11 +4,24 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
-// DebianBuildPackages are added to DebianPackages in the build variant:
-// what sbuild and autopkgtest need in a testbed that builds packages
-// offline.
+// ErrMissingTool is imagetest.ErrMissingTool.
+var ErrMissingTool = imagetest.ErrMissingTool
+
+// HostSuite is imagetest.HostSuite.
+func HostSuite() string { return imagetest.HostSuite() }
+
+// DebianTarball is the plain imagetest.Debian tarball of suite.
+func DebianTarball(suite string) (string, error) { return imagetest.Debian{Suite: suite}.Tarball() }
+
+// Compressed is imagetest.Compressed.
+func Compressed(path, ext string) (string, error) { return imagetest.Compressed(path, ext) }
+
+// DebianBuildPackages are added to the minbase in the build variant: what
+// sbuild and autopkgtest need in a testbed that builds packages offline.
 var DebianBuildPackages = []string{"build-essential", "fakeroot"}
 
 // DebianBuildUser is the normal user (uid 1000) of the build variant, the
@@ -17,23 +30,24 @@ const DebianBuildUser = "debci"
 
 // DebianBuildTarball is DebianTarball's build variant: the same minbase
 // with systemd, plus DebianBuildPackages and the user DebianBuildUser,
-// cached in CacheDir beside it (a few minutes to build the first time).
+// cached beside it (a few minutes to build the first time).
 func DebianBuildTarball(suite string) (string, error) {
-	name := fmt.Sprintf("debian-%s-minbase-build-v1.tar", suite)
-	return cachedDebootstrap(name, suite, func(root, mirror string) error {
-		pkgs := append(append([]string{}, DebianPackages...), DebianBuildPackages...)
-		steps := [][]string{
-			{"debootstrap", "--variant=minbase", "--include=" + strings.Join(pkgs, ","), suite, root, mirror},
-			{"chroot", root, "useradd", "--create-home", "--uid", "1000", "--shell", "/bin/bash", DebianBuildUser},
-			{"chroot", root, "apt-get", "clean"},
-		}
-		for _, s := range steps {
-			if b, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
-				return fmt.Errorf("%s: %w: %s", strings.Join(s[:3], " "), err, lastLines(b, 10))
-			}
-		}
-		// Keep the package lists: offline builds resolve their build
+	return imagetest.Debian{
+		Suite:   suite,
+		Variant: "build-v1",
+		Include: DebianBuildPackages,
+		// Keeps the package lists: offline builds resolve their build
 		// dependencies against what is installed, and apt wants its lists.
-		return nil
-	})
+		Customize: func(root string) error {
+			for _, s := range [][]string{
+				{"chroot", root, "useradd", "--create-home", "--uid", "1000", "--shell", "/bin/bash", DebianBuildUser},
+				{"chroot", root, "apt-get", "clean"},
+			} {
+				if b, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+					return fmt.Errorf("%s: %w: %s", strings.Join(s[:3], " "), err, strings.TrimSpace(string(b)))
+				}
+			}
+			return nil
+		},
+	}.Tarball()
 }
