@@ -26,7 +26,10 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 
 const (
 	execLossSoak = 2000
-	execLossConc = 16 // commands at a time per side, as in the issue's measurement
+	execLossConc = 16 // stock commands at a time, as in the issue's measurement
+	// oursPerStock: incusexec runs this many commands for each stock one,
+	// to reach its 2,000 in the time stock needs to show the race.
+	oursPerStock = 3
 	// Load: fork loops on the host, beside incusd in its CPU cgroup (loops
 	// inside the container are one scheduling group and barely delay
 	// incusd), and output floods streamed through incusd over websockets,
@@ -67,12 +70,14 @@ func execLossRuns(t *testing.T) int {
 }
 
 // TestExecOutputUnderLoad is the reproducer of incusd's lost exec output:
-// batches of execLossConc commands that write right at incusd's poll
-// timeout through the stock `incus exec` and, at the same time, as many
-// through instance.Exec, while fork loops oversubscribe the CPUs. It counts the
-// commands whose output was not exactly "marker\n". incusexec must lose
-// none; stock must lose some, or the load did not reproduce the race and
-// the run proves nothing.
+// batches of commands that write right at incusd's poll timeout,
+// execLossConc through the stock `incus exec` and, at the same time,
+// oursPerStock times as many through instance.Exec, while fork loops on the
+// host and output floods through incusd oversubscribe the CPUs. It counts
+// the commands whose output was not exactly "marker\n". incusexec must lose
+// none of its N commands; stock (N/oursPerStock commands, enough to show the
+// race at its rate here) must lose some, or the load did not reproduce the
+// race and the run proves nothing.
 func TestExecOutputUnderLoad(t *testing.T) {
 	runs := execLossRuns(t)
 	is := is.New(t)
@@ -81,40 +86,43 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	m, err := instance.New(d.Client, instance.Config{Owner: incustest.UniqueName("execloss-")})
 	is.NoErr(err)
 	defer m.Close()
-	ctx := ctxFor(t, 60*time.Minute)
+	ctx := ctxFor(t, 150*time.Minute)
 	in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
 	is.NoErr(err)
 	defer func() { is.NoErr(in.Delete(context.WithoutCancel(ctx))) }()
 
-	stopLoad := startHostForkLoad(ctx, t, 40*time.Minute)
+	stopLoad := startHostForkLoad(ctx, t, 140*time.Minute)
 	stopFloods := startFloods(ctx, t, in)
 	stock := &lossCount{}
 	ours := &lossCount{}
 	start := time.Now()
-	for done := 0; done < runs; done += execLossConc {
-		batch := min(execLossConc, runs-done)
+	perBatch := execLossConc * oursPerStock
+	for done, batchNo := 0, 0; done < runs; done, batchNo = done+perBatch, batchNo+1 {
+		batch := min(perBatch, runs-done)
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			stock.add(runBatch(batch, func(i int) (string, error) { return stockExec(ctx, d.Dir, in.Name(), execLossCommand(done+i)) }))
+			stock.add(runBatch(max(batch/oursPerStock, 1), func(i int) (string, error) {
+				return stockExec(ctx, d.Dir, in.Name(), execLossCommand(done/oursPerStock+i))
+			}))
 		})
 		wg.Go(func() {
 			ours.add(runBatch(batch, func(i int) (string, error) { return libExec(ctx, in, execLossCommand(done+i)) }))
 		})
 		wg.Wait()
-		if (done/execLossConc)%10 == 0 {
-			t.Logf("%d/%d per side: stock lost %d, incusexec lost %d", done+batch, runs, stock.lost, ours.lost)
+		if batchNo%5 == 0 {
+			t.Logf("%v: stock lost %d of %d, incusexec lost %d of %d", time.Since(start).Round(time.Second), stock.lost, stock.n, ours.lost, ours.n)
 		}
 	}
 	stopFloods()
 	stopLoad()
-	t.Logf("SUMMARY %d commands per side, %d at a time, %d fork loops on the host, %d output floods, %v: stock incus exec lost %d (%d errors), incusexec lost %d (%d errors)",
-		runs, execLossConc, hostLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.errs, ours.lost, ours.errs)
+	t.Logf("SUMMARY %d at a time through stock incus exec and %d through incusexec, %d fork loops on the host, %d output floods, %v: stock incus exec lost %d of %d (%d errors), incusexec lost %d of %d (%d errors)",
+		execLossConc, perBatch, hostLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.n, stock.errs, ours.lost, ours.n, ours.errs)
 	for _, e := range ours.samples {
 		t.Errorf("incusexec: %s", e)
 	}
 	is.Equal(ours.lost+ours.errs, 0) // incusexec lost nothing
 	if stock.lost == 0 {
-		t.Errorf("stock incus exec lost nothing in %d commands: the load did not reproduce incusd's race, so this run shows nothing", runs)
+		t.Errorf("stock incus exec lost nothing in %d commands: the load did not reproduce incusd's race, so this run shows nothing", stock.n)
 	}
 }
 
@@ -183,8 +191,8 @@ func libExec(ctx context.Context, in *instance.Instance, args []string) (string,
 }
 
 type lossCount struct {
-	lost, errs int
-	samples    []string // the first few failures, verbatim
+	n, lost, errs int
+	samples       []string // the first few failures, verbatim
 }
 
 type outcome struct {
@@ -194,6 +202,7 @@ type outcome struct {
 
 func (c *lossCount) add(results []outcome) {
 	for _, r := range results {
+		c.n++
 		switch {
 		case r.err != nil:
 			c.errs++
