@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -18,10 +19,6 @@ import (
 // ErrInUse reports a storage pool that RemovePool leaves because something
 // still uses it.
 var ErrInUse = errors.New("in use")
-
-// PoolOwnerKey is the config key that labels a storage pool EnsurePool
-// created with its owner.
-const PoolOwnerKey = "user.incusexec.owner"
 
 // PoolClient is the part of the Incus client that EnsurePool and RemovePool
 // use (incus.InstanceServer has it).
@@ -55,7 +52,7 @@ type PoolSpec struct {
 	Size string
 	// Logger, when set, is told which pool was created and why.
 	Logger *slog.Logger
-	// Owner labels a created pool (config PoolOwnerKey); required.
+	// Owner labels a created pool (config executor.OwnerKey); required.
 	// RemovePool removes only pools of this owner.
 	Owner string
 	// Description of a created pool (default "created by incusexec for
@@ -134,7 +131,7 @@ func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolCho
 			name, spec.Driver, strings.Join(drivers, ", "), ErrInvalid)
 	}
 	create := func(driver string, cfg map[string]string) error {
-		cfg[PoolOwnerKey] = spec.Owner
+		cfg[executor.OwnerKey] = spec.Owner
 		err := c.CreateStoragePool(api.StoragePoolsPost{
 			Name: name, Driver: driver,
 			StoragePoolPut: api.StoragePoolPut{Config: cfg, Description: spec.Description},
@@ -193,7 +190,7 @@ func defaultLoopSize() string {
 }
 
 // RemovePool deletes the storage pool name if owner created it (its config
-// PoolOwnerKey is owner) and nothing uses it. A missing pool is no error;
+// executor.OwnerKey is owner) and nothing uses it. A missing pool is no error;
 // a pool of another owner is an error wrapping ErrNotAllowed, one in use an
 // error wrapping ErrInUse that names its users.
 func RemovePool(ctx context.Context, c PoolClient, name, owner string) error {
@@ -208,7 +205,7 @@ func RemovePool(ctx context.Context, c PoolClient, name, owner string) error {
 	if err != nil {
 		return fmt.Errorf("storage pool %s: %w", name, err)
 	}
-	if got := p.Config[PoolOwnerKey]; got != owner {
+	if got := p.Config[executor.OwnerKey]; got != owner {
 		return fmt.Errorf("storage pool %s: owned by %q, not %q: %w", name, got, owner, ErrNotAllowed)
 	}
 	if len(p.UsedBy) > 0 {

@@ -32,7 +32,7 @@ func TestEnsurePoolPrefersCopyOnWrite(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(p.Driver, "btrfs")
 	is.Equal(p.Config["size"], "5GiB")
-	is.Equal(p.Config[executor.PoolOwnerKey], owner)
+	is.Equal(p.Config[executor.OwnerKey], owner)
 	is.NoErr(executor.RemovePool(t.Context(), d.Client, name, owner))
 }
 

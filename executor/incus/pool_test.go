@@ -26,7 +26,7 @@ func TestEnsurePoolCreatesReusesAndRemoves(t *testing.T) {
 	p, _, err := d.Client.GetStoragePool(name)
 	is.NoErr(err)
 	is.Equal(p.Driver, "dir")
-	is.Equal(p.Config[executor.PoolOwnerKey], owner)
+	is.Equal(p.Config[executor.OwnerKey], owner)
 	is.Equal(p.Description, "created by incusexec for "+owner)
 
 	got, created, err = executor.EnsurePool(ctx, d.Client, executor.PoolSpec{Name: name, Owner: owner})
