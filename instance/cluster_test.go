@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/lxc/incus/v6/shared/api"
@@ -231,7 +232,7 @@ func TestClusterExecFiles(t *testing.T) {
 	is.Equal(location(t, in), target)
 
 	var out, errb bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{
+	code, err := in.Exec(ctx, executor.Cmd{
 		Args:   []string{"sh", "-c", "cat; echo to-stderr >&2; exit 3"},
 		Stdin:  strings.NewReader("from the host\n"),
 		Stdout: &out, Stderr: &errb,
@@ -242,7 +243,7 @@ func TestClusterExecFiles(t *testing.T) {
 	is.Equal(errb.String(), "to-stderr\n")
 
 	payload := bytes.Repeat([]byte("cluster file\n"), 10000)
-	is.NoErr(in.Push(ctx, "/tmp/x/payload", bytes.NewReader(payload), instance.FileOptions{Mode: 0o600, Parents: true}))
+	is.NoErr(in.Push(ctx, "/tmp/x/payload", bytes.NewReader(payload), executor.FileOptions{Mode: 0o600, MkdirAll: true}))
 	var got bytes.Buffer
 	info, err := in.Pull(ctx, "/tmp/x/payload", &got)
 	is.NoErr(err)

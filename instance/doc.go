@@ -8,7 +8,7 @@
 //     (Instance.Location tells which); it names it with a prefix and random digits,
 //     taking another name when the server reports a conflict (no
 //     check-then-create race), labels it with its owner, ID and creation
-//     time (LabelOwner, LabelID, LabelCreated), starts it and waits until it
+//     time (executor.OwnerKey, LabelID, LabelCreated), starts it and waits until it
 //     is ready. It leaves either a ready instance or none.
 //   - Instance.WaitReady waits for what the host says "ready" means (Ready):
 //     systemd up, an address on a NIC, the VM agent, a probe of its own. It
@@ -23,7 +23,7 @@
 //     output is in. A timeout or a cancelled context sends SIGTERM, then
 //     SIGKILL. See "Exec output" below.
 //   - Push, Pull and Mkdir move single files as streams, over SFTP; PushTar,
-//     PullTar, PushDir and PullDir move whole trees with modes and owners.
+//     PullTar, PushTree and PullTree move whole trees with modes and owners.
 //   - Stats reads CPU, memory and disk use from the state API.
 //   - A Reaper (Manager.NewReaper) takes teardown off the caller's path for
 //     a host process that keeps running: Reap hands an instance over and

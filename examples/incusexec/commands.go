@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/internal/bench"
@@ -24,28 +26,28 @@ import (
 )
 
 // placeholderImage binds the executor that commands on existing instances
-// use: executor.IncusExecutor.Instance does not look at the image, but an
+// use: incus.Executor.Instance does not look at the image, but an
 // executor cannot be had without one.
 const placeholderImage = "incusexec/any"
 
 // plainConfig is the configuration without the bridge and profile, for
 // commands that must not change them.
-func (a *app) plainConfig() (executor.Config, error) {
+func (a *app) plainConfig() (incus.Config, error) {
 	cfg, _, err := a.executorConfig()
 	cfg.Network, cfg.Profile = nil, nil
 	return cfg, err
 }
 
 // instance returns a handle on the existing instance name.
-func (a *app) instance(ctx context.Context, cfg executor.Config, name string) (*executor.Backend, *executor.IncusInstance, error) {
+func (a *app) instance(ctx context.Context, cfg incus.Config, name string) (*incus.Backend, *incus.Instance, error) {
 	if err := executor.CheckName(name); err != nil {
 		return nil, nil, err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	ex, err := b.Executor(executor.Image{Alias: placeholderImage})
+	ex, err := b.Executor(incus.Image{Alias: placeholderImage})
 	if err != nil {
 		b.Close()
 		return nil, nil, err
@@ -136,10 +138,10 @@ func cmdSetup(ctx context.Context, a *app, args []string) error {
 
 // setupResult is what setup made sure of.
 type setupResult struct {
-	backend     *executor.Backend
+	backend     *incus.Backend
 	pool        string
 	poolCreated bool
-	poolChoice  executor.PoolChoice
+	poolChoice  incus.PoolChoice
 	nat         bool
 }
 
@@ -193,15 +195,15 @@ func (r *setupResult) report() any {
 
 // setup makes sure of a storage pool, then of the bridge and the profile,
 // and returns the backend that ensured them.
-func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.NetworkSpec, ps netbridge.ProfileSpec) (*setupResult, error) {
+func setup(ctx context.Context, a *app, cfg incus.Config, ns netbridge.NetworkSpec, ps netbridge.ProfileSpec) (*setupResult, error) {
 	plain := cfg
 	plain.Network, plain.Profile = nil, nil
-	b0, err := executor.NewBackend(ctx, plain)
+	b0, err := incus.NewBackend(ctx, plain)
 	if err != nil {
 		return nil, err
 	}
 	defer b0.Close()
-	choice, err := executor.EnsurePoolChoice(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner, Logger: a.log})
+	choice, err := incus.EnsurePoolChoice(ctx, b0.Client(), incus.PoolSpec{Name: ps.Pool, Owner: cfg.Owner, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -209,12 +211,12 @@ func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.Networ
 	ps.Pool = pool
 	cfg.Client = b0.Client()
 	cfg.Network, cfg.Profile = &ns, &ps
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		if created {
 			cctx, cancel := cleanupCtx(ctx)
 			defer cancel()
-			_ = executor.RemovePool(cctx, b0.Client(), pool, cfg.Owner)
+			_ = incus.RemovePool(cctx, b0.Client(), pool, cfg.Owner)
 		}
 		return nil, err
 	}
@@ -267,7 +269,7 @@ func cmdImageImport(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -310,7 +312,7 @@ func cmdImageRm(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -390,7 +392,7 @@ func (f *instanceFlags) register(fs *flag.FlagSet) {
 
 // create makes and starts an instance as the flags say; on failure (or
 // cancellation) it leaves none behind.
-func (f *instanceFlags) create(ctx context.Context, a *app, id string, name string) (*executor.Backend, executor.Instance, error) {
+func (f *instanceFlags) create(ctx context.Context, a *app, id string, name string) (*incus.Backend, executor.Instance, error) {
 	if *f.image == "" {
 		return nil, nil, usageErr("--image is required")
 	}
@@ -411,11 +413,11 @@ func (f *instanceFlags) create(ctx context.Context, a *app, id string, name stri
 			return nil, nil, usageErr("--ready: %v", err)
 		}
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	ex, err := b.Executor(executor.Image{Alias: *f.image, VM: *f.vm})
+	ex, err := b.Executor(incus.Image{Alias: *f.image, VM: *f.vm})
 	if err != nil {
 		b.Close()
 		return nil, nil, err
@@ -465,7 +467,7 @@ func (f *execFlags) prepareUser(ctx context.Context, in executor.Instance) (exec
 	if _, err := strconv.Atoi(u); err == nil {
 		return executor.User{}, nil
 	}
-	return in.CreateUser(ctx, u)
+	return in.EnsureUser(ctx, u)
 }
 
 // exec runs cmd with the flags and the app's streams; a non-zero exit
@@ -687,7 +689,7 @@ func cmdLaunch(ctx context.Context, a *app, args []string) error {
 // ---- commands on an existing instance ----
 
 // oneInstance parses NAME and flags, and returns the instance.
-func oneInstance(ctx context.Context, a *app, fs *flag.FlagSet, args []string, npos int, usage string) (*executor.Backend, *executor.IncusInstance, []string, []string, error) {
+func oneInstance(ctx context.Context, a *app, fs *flag.FlagSet, args []string, npos int, usage string) (*incus.Backend, *incus.Instance, []string, []string, error) {
 	pos, argv, err := parse(fs, args)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -939,12 +941,12 @@ func cmdList(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	ex, err := b.Executor(executor.Image{Alias: placeholderImage})
+	ex, err := b.Executor(incus.Image{Alias: placeholderImage})
 	if err != nil {
 		return err
 	}
@@ -1003,12 +1005,12 @@ func cmdVirtArgs(ctx context.Context, a *app, args []string) error {
 	if len(cfg.Profiles) == 0 {
 		cfg.Profiles = []string{"default"}
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	ex, err := b.Executor(executor.Image{Alias: *image, VM: *vm})
+	ex, err := b.Executor(incus.Image{Alias: *image, VM: *vm})
 	if err != nil {
 		return err
 	}
@@ -1034,7 +1036,7 @@ func cmdGC(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}

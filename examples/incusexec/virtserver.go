@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/virtserver"
@@ -92,7 +94,7 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -155,14 +157,14 @@ func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: "usage: virt-exec NAME -- COMMAND..."}
 	}
 	name, argv := args[0], args[2:]
-	if err := instance.ValidateName(name); err != nil {
+	if err := executor.CheckName(name); err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}
 	cfg, err := a.plainConfig()
 	if err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}

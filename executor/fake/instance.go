@@ -502,10 +502,10 @@ func (in *Instance) PullTree(ctx context.Context, src, hostDir string) (err erro
 
 var userName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
-// CreateUser creates the user name and its group, with home /home/<name>.
-func (in *Instance) CreateUser(ctx context.Context, name string) (_ executor.User, err error) {
-	defer in.ex.record(OpCreateUser, in.name, []string{name}, &err)
-	if err := in.ex.enter(ctx, OpCreateUser); err != nil {
+// EnsureUser creates the user name and its group, with home /home/<name>.
+func (in *Instance) EnsureUser(ctx context.Context, name string) (_ executor.User, err error) {
+	defer in.ex.record(OpEnsureUser, in.name, []string{name}, &err)
+	if err := in.ex.enter(ctx, OpEnsureUser); err != nil {
 		return executor.User{}, err
 	}
 	if !userName.MatchString(name) {

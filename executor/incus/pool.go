@@ -1,8 +1,7 @@
-package executor
+package incus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,10 +17,10 @@ import (
 
 // ErrInUse reports a storage pool that RemovePool leaves because something
 // still uses it.
-var ErrInUse = errors.New("in use")
+var ErrInUse = executor.Sentinel("in use", executor.ErrNotAllowed)
 
 // PoolClient is the part of the Incus client that EnsurePool and RemovePool
-// use (incus.InstanceServer has it).
+// use (incusclient.InstanceServer has it).
 type PoolClient interface {
 	GetServer() (*api.Server, string, error)
 	GetStoragePoolNames() ([]string, error)
@@ -87,7 +86,7 @@ type PoolChoice struct {
 // works, dir otherwise.
 func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolChoice, error) {
 	if spec.Owner == "" {
-		return PoolChoice{}, fmt.Errorf("storage pool: empty owner: %w", ErrInvalid)
+		return PoolChoice{}, fmt.Errorf("storage pool: empty owner: %w", executor.ErrInvalid)
 	}
 	if spec.Fallback == "" {
 		spec.Fallback = "incusexec"
@@ -97,7 +96,7 @@ func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolCho
 	}
 	for _, n := range []string{spec.Name, spec.Fallback} {
 		if strings.ContainsAny(n, "/ \t\n") || strings.HasPrefix(n, ".") {
-			return PoolChoice{}, fmt.Errorf("storage pool name %q: no slash, space or leading dot allowed: %w", n, ErrInvalid)
+			return PoolChoice{}, fmt.Errorf("storage pool name %q: no slash, space or leading dot allowed: %w", n, executor.ErrInvalid)
 		}
 	}
 	c = incusop.Bind(ctx, c)
@@ -128,7 +127,7 @@ func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolCho
 	}
 	if spec.Driver != "" && !slices.Contains(drivers, spec.Driver) {
 		return PoolChoice{}, fmt.Errorf("storage pool %s: driver %q not supported by the daemon (it has %s): %w",
-			name, spec.Driver, strings.Join(drivers, ", "), ErrInvalid)
+			name, spec.Driver, strings.Join(drivers, ", "), executor.ErrInvalid)
 	}
 	create := func(driver string, cfg map[string]string) error {
 		cfg[executor.OwnerKey] = spec.Owner
@@ -195,7 +194,7 @@ func defaultLoopSize() string {
 // error wrapping ErrInUse that names its users.
 func RemovePool(ctx context.Context, c PoolClient, name, owner string) error {
 	if name == "" || owner == "" {
-		return fmt.Errorf("remove storage pool %q of owner %q: empty name or owner: %w", name, owner, ErrInvalid)
+		return fmt.Errorf("remove storage pool %q of owner %q: empty name or owner: %w", name, owner, executor.ErrInvalid)
 	}
 	c = incusop.Bind(ctx, c)
 	p, _, err := c.GetStoragePool(name)
@@ -206,7 +205,7 @@ func RemovePool(ctx context.Context, c PoolClient, name, owner string) error {
 		return fmt.Errorf("storage pool %s: %w", name, err)
 	}
 	if got := p.Config[executor.OwnerKey]; got != owner {
-		return fmt.Errorf("storage pool %s: owned by %q, not %q: %w", name, got, owner, ErrNotAllowed)
+		return fmt.Errorf("storage pool %s: owned by %q, not %q: %w", name, got, owner, executor.ErrNotAllowed)
 	}
 	if len(p.UsedBy) > 0 {
 		return fmt.Errorf("storage pool %s: used by %s: %w", name, strings.Join(p.UsedBy, ", "), ErrInUse)

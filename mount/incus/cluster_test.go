@@ -64,11 +64,11 @@ func TestClusterSharedMount(t *testing.T) {
 		is.NoErr(err)
 		handles = append(handles, h)
 	}
-	code, err := ins[0].Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "echo from-member2 >" + p + "/note"}})
+	code, err := ins[0].Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "echo from-member2 >" + p + "/note"}})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	var out bytes.Buffer
-	code, err = ins[1].Exec(ctx, instance.Cmd{Args: []string{"cat", p + "/note"}, Stdout: &out})
+	code, err = ins[1].Exec(ctx, executor.Cmd{Args: []string{"cat", p + "/note"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), "from-member2\n")
