@@ -225,6 +225,33 @@ func checkStreams(c *checker) {
 		c.errorf("cat of a missing file = exit %d, stdout %q, stderr %q; want non-zero, nothing on stdout, the message on stderr",
 			r.ExitCode, r.Stdout, r.Stderr)
 	}
+
+	// Stdout and Stderr may be one writer.
+	var both syncBuffer
+	code, err = in.Exec(c.ctx, executor.Cmd{Args: []string{"echo", "to both"}, Stdout: &both, Stderr: &both})
+	code2, err2 := in.Exec(c.ctx, executor.Cmd{Args: []string{"cat", "/nonexistent-executortest"}, Stdout: &both, Stderr: &both})
+	if err != nil || err2 != nil || code != 0 || code2 == 0 || !strings.HasPrefix(both.String(), "to both\n") || !strings.Contains(both.String(), "nonexistent-executortest") {
+		c.errorf("echo then cat of a missing file with one writer for Stdout and Stderr = exit %d, %v, then %d, %v, output %q; want both outputs in it",
+			code, err, code2, err2, both.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func checkEnvironment(c *checker) {

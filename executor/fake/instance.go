@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -636,6 +637,16 @@ func (g *gateReader) close() {
 
 var errTimeout = errors.New("command timeout")
 
+// sameWriter reports whether a and b are the same non-nil writer (a type
+// that cannot be compared is never the same).
+func sameWriter(a, b io.Writer) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta.Comparable() && a == b
+}
+
 // Exec runs cmd through the handler for its name (Executor.Commands, then
 // the built-in commands); an unknown command exits with 127.
 func (in *Instance) Exec(ctx context.Context, cmd executor.Cmd) (code int, err error) {
@@ -691,6 +702,9 @@ func (in *Instance) Exec(ctx context.Context, cmd executor.Cmd) (code int, err e
 	}
 	if cmd.Stderr == nil {
 		stderr.w = io.Discard
+	}
+	if sameWriter(cmd.Stdout, cmd.Stderr) {
+		stderr = stdout // one gate, so one write at a time
 	}
 	defer func() { stdin.close(); stdout.close(); stderr.close() }()
 	env := map[string]string{
