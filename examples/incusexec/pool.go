@@ -56,7 +56,7 @@ func (f *poolFlags) open(ctx context.Context, a *app, size int) (*incus.Backend,
 	}
 	image := *f.inf.image
 	if image == "" {
-		image = placeholderImage
+		image = anyImage
 	}
 	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
@@ -222,3 +222,7 @@ func cmdPoolDrain(ctx context.Context, a *app, args []string) error {
 	_, gcErr := p.GC(ctx)
 	return errors.Join(gcErr, p.Close(ctx))
 }
+
+// anyImage is the image of a pool opened without --image (drain): the
+// warm pool's spec needs one, though it creates no instance then.
+const anyImage = "incusexec/any"

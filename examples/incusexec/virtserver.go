@@ -8,8 +8,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/incusexec/incusexec/executor/incus"
-
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/virtserver"
@@ -90,16 +88,11 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	if a.g.remote == "" && a.g.socket == "" {
 		a.g.socket = defaultSocket()
 	}
-	cfg, err := a.plainConfig()
+	c, cfg, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
-	b, err := incus.NewBackend(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	m, err := instance.New(b.Client(), instance.Config{Owner: cfg.Owner, Prefix: "avs-", StopGrace: cfg.StopGrace, Logger: a.log})
+	m, err := instance.New(c, instance.Config{Owner: cfg.Owner, Prefix: "avs-", StopGrace: cfg.StopGrace, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -109,7 +102,7 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	tb, err := virtserver.NewIncus(virtserver.IncusConfig{
-		Manager: m, Client: b.Client(), Spec: va.Spec, Spares: -1,
+		Manager: m, Client: c, Spec: va.Spec, Spares: -1,
 		Exec: append(append([]string{self}, a.connectionArgs()...), "virt-exec"), Logger: a.log,
 	})
 	if err != nil {
@@ -160,16 +153,11 @@ func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 	if err := executor.CheckName(name); err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}
-	cfg, err := a.plainConfig()
+	c, cfg, err := a.client(ctx)
 	if err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}
-	b, err := incus.NewBackend(ctx, cfg)
-	if err != nil {
-		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
-	}
-	defer b.Close()
-	m, err := instance.New(b.Client(), instance.Config{Owner: cfg.Owner, Logger: a.log})
+	m, err := instance.New(c, instance.Config{Owner: cfg.Owner, Logger: a.log})
 	if err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}

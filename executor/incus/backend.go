@@ -270,11 +270,8 @@ func (e *Executor) Statistics(ctx context.Context, inst executor.Instance) (exec
 	return inst.Stats(ctx)
 }
 
-// List returns the names of the owner's instances.
-func (e *Executor) List(ctx context.Context) ([]string, error) {
-	names, err := e.b.instances.List(ctx)
-	return names, err
-}
+// List returns the names of the owner's instances (Backend.List).
+func (e *Executor) List(ctx context.Context) ([]string, error) { return e.b.List(ctx) }
 
 // AutopkgtestArgs returns [alias, "--", "--profile", P] ("--vm" first for
 // a VM), P being the ensured profile or else the last of Config.Profiles.
@@ -311,3 +308,6 @@ func (b *Backend) Instance(ctx context.Context, name string) (*Instance, error) 
 	}
 	return &Instance{e: &Executor{b: b}, in: in}, nil
 }
+
+// List returns the names of the owner's instances, whatever their image.
+func (b *Backend) List(ctx context.Context) ([]string, error) { return b.instances.List(ctx) }
