@@ -61,7 +61,7 @@
 // killed. Without a writable /tmp or mkfifo, Exec falls back to the
 // websocket path.
 //
-// Cmd.Stream opts into the websocket path: output arrives as it is
+// executor.Cmd.Stream opts into the websocket path: output arrives as it is
 // written, which interactive use (a shell, a progress bar, a prompt) wants,
 // at the price of the race above. Recorded output is followed live but up
 // to a second late, and the output of an ephemeral instance that stops
@@ -70,10 +70,14 @@
 //
 // The Incus client methods the package calls are the Client interface: the
 // client from github.com/lxc/incus/v6/client satisfies it, and a fake needs
-// only those methods. Errors wrap the sentinels ErrNotFound, ErrNotRunning,
-// ErrAlreadyExists, ErrTimeout, ErrExec, ErrInvalid, ErrUser and
-// ErrUnavailable (and the
-// Incus status error behind them) for errors.Is. Every blocking method takes
-// a context first; operations the context abandons are cancelled on the
-// server where Incus allows it.
+// only those methods. The types it exchanges are package executor's
+// (executor.Cmd, FileOptions, FileInfo, User, Stats): one definition for
+// this package, the executor backends and the hosts. Errors wrap the
+// sentinels ErrNotFound, ErrNotRunning, ErrAlreadyExists, ErrTimeout,
+// ErrExec, ErrInvalid, ErrUser and ErrUnavailable (and the Incus status
+// error behind them) for errors.Is; all but ErrExec and ErrUser are also
+// the executor sentinels of the same meaning (ErrUnavailable is
+// executor.ErrUnavailable). Every blocking method takes a context first;
+// operations the context abandons are cancelled on the server where Incus
+// allows it.
 package instance
