@@ -297,7 +297,7 @@ type Instance struct {
 	cpu     time.Duration
 	holds   executor.MountHolds[mount.Handle]
 
-	users sync.Mutex // serialises CreateUser
+	users sync.Mutex // serialises EnsureUser
 }
 
 var _ executor.Instance = (*Instance)(nil)
@@ -959,7 +959,7 @@ func (i *Instance) PullTree(ctx context.Context, src, hostDir string) error {
 	})
 }
 
-// CreateUser adds the user and its group to /etc/passwd and /etc/group,
+// EnsureUser adds the user and its group to /etc/passwd and /etc/group,
 // with a home directory.
 func (i *Instance) EnsureUser(ctx context.Context, name string) (executor.User, error) {
 	if err := instance.ValidateUserName(name); err != nil {
