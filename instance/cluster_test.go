@@ -343,6 +343,7 @@ func TestClusterMemberDown(t *testing.T) {
 	_, err = m.Instance(onDown[0]).Status(ctx)
 	t.Logf("status of %s on stopped %s: %v", onDown[0], down, err)
 	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(errors.Is(err, executor.ErrUnavailable)) // what a host tests for
 
 	// Launches without a target land on the members still up.
 	for range 3 {
@@ -364,6 +365,7 @@ func TestClusterMemberDown(t *testing.T) {
 	is.True(strings.Contains(err.Error(), onDown[0]))
 	is.True(strings.Contains(err.Error(), "cluster member "+down))
 	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(errors.Is(err, executor.ErrUnavailable))
 
 	is.NoErr(c.StartMember(ctx, downIdx))
 	restarted = true
