@@ -281,7 +281,7 @@ func TestStats(t *testing.T) {
 	is.NoErr(err)
 	t.Logf("%+v (pool driver %s)", s, d.PoolDriver)
 	is.Equal(s.CPUs, 1)
-	is.Equal(s.MemoryTotal, int64(256<<20))
+	is.Equal(s.MemoryTotal, uint64(256<<20))
 	is.True(s.MemoryUsed > 0 && s.MemoryUsed < s.MemoryTotal)
 	is.True(s.CPUTime > 0)
 	is.True(s.Processes >= 1)
