@@ -24,18 +24,30 @@
 //     streams and exit codes, push and pull files and trees, statistics, stop
 //     gracefully then by force, delete, and garbage-collect what a crashed
 //     host left behind.
-//   - mount attaches host directories to instances as disk devices at
-//     /data/<hash of alias>, reference-counted per instance and alias, with an
-//     allowlist of source roots as the boundary between a task and the host's
-//     files; a second implementation bind-mounts for hosts without Incus.
+//   - mount attaches host directories to instances at /data/<hash of alias>,
+//     reference-counted per instance and alias, with an allowlist of source
+//     roots as the boundary between a task and the host's files; mount/incus
+//     does it with disk devices of Incus instances (the counts kept on the
+//     server), mount/hostbind with bind mounts for hosts without Incus.
 //   - instance/warmpool keeps instances created (and optionally booted) ahead
 //     of demand; a claim takes one by compare-and-swap on its configuration,
 //     safe across goroutines and processes.
-//   - executor assembles the four from one configuration into the interfaces a
-//     host programs against: an Executor bound to an image that creates
-//     Instances. executor/fake is an in-memory executor for hosts' tests and
-//     executor/executortest is the conformance suite that the Incus backend,
-//     the fake and any custom backend all pass.
+//   - executor is the vocabulary a host programs against, database/sql
+//     style: an Executor bound to an image that creates Instances, the types
+//     they exchange (Cmd, FileOptions, FileInfo, User, MountOptions, Stats),
+//     the sentinel errors and the pieces every backend reuses. It imports no
+//     backend and no Incus package. executor/incus is the Incus backend,
+//     which assembles imagebuild, netbridge, instance and mount/incus from
+//     one configuration over one connection; executor/fake is an in-memory
+//     executor for hosts' tests; executor/executortest is the conformance
+//     suite that the Incus backend, the fake and any custom backend all
+//     pass.
+//
+// The dependencies point one way: executor at the bottom; instance, mount,
+// imagebuild and netbridge use its types and derive their sentinels from
+// its own (executor.Sentinel), so that errors.Is(err, executor.ErrNotFound)
+// holds whatever part failed; executor/incus on top of them all; hosts pick
+// a backend and program against executor.
 //
 // A Debusine-style worker builds an executor for a system tarball artifact,
 // asks it to make the image available (imagebuild), to create an ephemeral
@@ -51,7 +63,8 @@
 // satisfies all of them, and the fakes only what they must. Every blocking
 // call takes a context first and cancels the server-side operation when the
 // context ends; errors wrap sentinels (instance.ErrNotFound,
-// mount.ErrNotAllowed, ...) for errors.Is; logging goes to an injected
+// mount.ErrNotAllowed, ..., each also an executor sentinel) for errors.Is;
+// logging goes to an injected
 // *slog.Logger.
 //
 // On a cluster the same calls work through any member over HTTPS with a client

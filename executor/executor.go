@@ -39,6 +39,29 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 )
 
+// Sentinel returns a new sentinel error whose message is msg and that
+// errors.Is also reports as kind, one of the sentinels above. The parts of
+// a backend declare their own sentinels with it (mount.ErrNotHeld is
+// Sentinel("mount: handle not held", ErrNotMounted)), so that a host's
+// errors.Is(err, executor.ErrNotMounted) holds on any error of theirs with
+// no table to keep, and their own sentinel stays in the chain for callers
+// that use the part directly.
+func Sentinel(msg string, kind error) error { return &sentinel{msg: msg, kind: kind} }
+
+type sentinel struct {
+	msg  string
+	kind error
+}
+
+func (s *sentinel) Error() string { return s.msg }
+func (s *sentinel) Unwrap() error { return s.kind }
+
+// OwnerKey is the configuration key (an Incus user.* key) under which
+// every part labels what it creates (instances, images, bridges, profiles,
+// storage pools) with its owner, so that GC and cleanup touch only their
+// own.
+const OwnerKey = "user.incusexec.owner"
+
 // Executor is bound to one image and creates instances from it. It is the
 // interface Debusine's executors have (available, download_image, create,
 // get_statistics, autopkgtest_virt_args) in Go. Implementations are safe for
@@ -86,10 +109,20 @@ type Spec struct {
 	Devices map[string]map[string]string
 }
 
-// Instance is one container or VM. Every method takes a context and honours
-// its cancellation; all are safe for concurrent use. After Delete, every
-// method except Stop and Delete (which return nil) fails with ErrNotFound.
+// Instance is one container or VM: the four parts below, which a host (or
+// a helper) that needs only one of them can take alone. Every method takes
+// a context and honours its cancellation; all are safe for concurrent use.
+// After Delete, every method except Stop and Delete (which return nil)
+// fails with ErrNotFound.
 type Instance interface {
+	Lifecycle
+	Runner
+	Files
+	Mounts
+}
+
+// Lifecycle starts, stops and deletes an instance and reports on it.
+type Lifecycle interface {
 	// Name is the instance's name on the backend.
 	Name() string
 
@@ -106,6 +139,12 @@ type Instance interface {
 	// IsStarted reports whether the instance is running.
 	IsStarted(ctx context.Context) (bool, error)
 
+	// Stats returns the instance's resource usage.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Runner runs commands in a running instance, as root or as a user.
+type Runner interface {
 	// Exec runs cmd in the running instance and returns its exit code once
 	// the process has exited and its output is drained. A non-zero exit
 	// is not an error; err is for failures to run it (ErrNotRunning,
@@ -114,6 +153,15 @@ type Instance interface {
 	// A command that does not exist exits with 127.
 	Exec(ctx context.Context, cmd Cmd) (exitCode int, err error)
 
+	// EnsureUser returns the unprivileged user name, creating it and its
+	// group, both named name, with a home directory (Debusine's
+	// "_debusine") when it does not exist; an existing user is returned as
+	// is.
+	EnsureUser(ctx context.Context, name string) (User, error)
+}
+
+// Files moves files and directory trees in and out of an instance.
+type Files interface {
 	// Push writes r to the absolute path dst with opts' owner and mode.
 	Push(ctx context.Context, dst string, r io.Reader, opts FileOptions) error
 	// Pull copies the regular file src into w and returns its metadata.
@@ -130,12 +178,10 @@ type Instance interface {
 	// PullTree copies the instance directory src's contents into the host
 	// directory hostDir (created when missing), keeping permission bits.
 	PullTree(ctx context.Context, src, hostDir string) error
+}
 
-	// CreateUser creates an unprivileged user and its group, both named
-	// name, with a home directory (Debusine's "_debusine"); an existing
-	// user is returned as is.
-	CreateUser(ctx context.Context, name string) (User, error)
-
+// Mounts shares host directories with an instance.
+type Mounts interface {
 	// Mount makes the host directory source visible in the instance under
 	// alias and returns the in-instance path (/data/<hash of alias>).
 	// Mounts are reference-counted per alias: every Mount needs an
@@ -143,9 +189,6 @@ type Instance interface {
 	Mount(ctx context.Context, alias, source string, opts MountOptions) (string, error)
 	// Unmount releases one Mount of alias (ErrNotMounted when none is held).
 	Unmount(ctx context.Context, alias string) error
-
-	// Stats returns the instance's resource usage.
-	Stats(ctx context.Context) (Stats, error)
 }
 
 // Cmd is a command to Exec.
@@ -157,18 +200,28 @@ type Cmd struct {
 	// Dir is the working directory; empty means the user's home.
 	Dir string
 	// User runs the command as this user: empty for root, a user name
-	// (resolved in the instance), or a numeric uid.
+	// (resolved in the instance), or a numeric uid ("uid:gid" on Incus).
 	User string
+	// NoCreateUser makes a named User missing from the instance an error
+	// wrapping ErrNotFound. Through the Executor interface a user must
+	// exist (EnsureUser makes it) and backends behave as if it were set;
+	// package instance, used alone, creates a missing user unless it is.
+	NoCreateUser bool
 	// Group is the group name or numeric gid; empty means the user's
 	// primary group.
 	Group string
 	// Stdin, Stdout and Stderr are the streams; nil means empty input and
-	// discarded output. Stdout and Stderr must be distinct writers.
+	// discarded output. Stdout and Stderr may be the same writer: backends
+	// then serialise the writes to it.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	// Timeout kills the command after this long (ErrTimeout); zero means
 	// no limit beyond ctx.
 	Timeout time.Duration
+	// KillGrace is how long a command that is being killed (Timeout, ctx)
+	// gets between SIGTERM and SIGKILL; zero means the backend's default.
+	// Backends that kill at once ignore it.
+	KillGrace time.Duration
 	// Stream asks for output delivered as it is written (interactive use)
 	// rather than the backend's loss-proof default; on Incus it selects
 	// the websocket path, which can lose the end of the output when the
@@ -182,7 +235,8 @@ type Cmd struct {
 // 0755 for directories.
 type FileOptions struct {
 	UID, GID int
-	// Mode's permission bits; zero means the default above.
+	// Mode's permission bits (and setuid, setgid, sticky, written as
+	// fs.ModeSetuid or as 0o4000); zero means the default above.
 	Mode fs.FileMode
 	// MkdirAll creates missing parent directories of a pushed file
 	// (root-owned, 0755); without it a missing parent is ErrNotFound.
@@ -211,14 +265,18 @@ type User struct {
 	Home     string
 }
 
-// MountOptions are the options of a Mount.
+// MountOptions are the options of a Mount. All holds of one mount share
+// them (package mount checks them with mount.ValidateOptions).
 type MountOptions struct {
 	// ReadOnly makes the directory read-only inside the instance.
 	ReadOnly bool
-	// Shift maps ownership for unprivileged containers (idmapped mount).
+	// Shift maps the source's owners into the instance's user namespace
+	// with an idmapped mount, so that root-owned host files are owned by
+	// the instance's root rather than by nobody (unprivileged containers
+	// only).
 	Shift bool
-	// Propagation is the bind propagation mode ("private", "rslave", ...);
-	// empty means the backend's default.
+	// Propagation is the bind propagation mode, one of
+	// mount.Propagations; empty means "private".
 	Propagation string
 }
 
@@ -231,6 +289,12 @@ type Stats struct {
 	// Memory and disk in bytes.
 	MemoryUsed, MemoryTotal uint64
 	DiskUsed, DiskAvailable uint64
+	// Processes is the number of processes in the instance (0 from a
+	// backend that does not count them, -1 when it could not read them).
+	Processes int64
+	// Status is the backend's word for the instance's state ("Running",
+	// "Stopped", ...), empty when it has none.
+	Status string
 }
 
 // Result is the outcome of Output.

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
@@ -43,12 +44,11 @@ type Client interface {
 // AliasPrefix starts the alias of every image imported for an artifact.
 const AliasPrefix = "artifact/"
 
-// Image properties imagebuild sets besides those of Metadata.
+// Image properties imagebuild sets besides those of Metadata (and the owner,
+// under executor.OwnerKey).
 const (
 	// PropertySHA256 holds the SHA-256 of the source stream as read.
 	PropertySHA256 = "incusexec.source_sha256"
-	// PropertyOwner is the ownership label of the project's conventions.
-	PropertyOwner = "user.incusexec.owner"
 )
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -362,7 +362,7 @@ func (im *Importer) label(fp, sum string, opts Options) error {
 	}
 	put.Properties[PropertySHA256] = sum
 	if opts.Owner != "" {
-		put.Properties[PropertyOwner] = opts.Owner
+		put.Properties[executor.OwnerKey] = opts.Owner
 	}
 	return im.Client.UpdateImage(fp, put, etag)
 }

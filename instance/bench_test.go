@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/lxc/incus/v6/shared/api"
@@ -108,7 +109,7 @@ func BenchmarkVsCLI(b *testing.B) {
 	defer in.Delete(ctx)
 	ours = median(51, func() time.Duration {
 		t0 := time.Now()
-		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+		code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 		must(err)
 		if code != 0 {
 			b.Fatalf("true exited %d", code)
@@ -135,7 +136,7 @@ func BenchmarkVsCLI(b *testing.B) {
 		must(err)
 		defer f.Close()
 		t0 := time.Now()
-		must(in.Push(ctx, "/root/blob", f, instance.FileOptions{}))
+		must(in.Push(ctx, "/root/blob", f, executor.FileOptions{}))
 		return time.Since(t0)
 	})
 	ref = median(3, func() time.Duration {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/lxc/incus/v6/shared/api"
@@ -231,7 +232,7 @@ func TestClusterExecFiles(t *testing.T) {
 	is.Equal(location(t, in), target)
 
 	var out, errb bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{
+	code, err := in.Exec(ctx, executor.Cmd{
 		Args:   []string{"sh", "-c", "cat; echo to-stderr >&2; exit 3"},
 		Stdin:  strings.NewReader("from the host\n"),
 		Stdout: &out, Stderr: &errb,
@@ -242,7 +243,7 @@ func TestClusterExecFiles(t *testing.T) {
 	is.Equal(errb.String(), "to-stderr\n")
 
 	payload := bytes.Repeat([]byte("cluster file\n"), 10000)
-	is.NoErr(in.Push(ctx, "/tmp/x/payload", bytes.NewReader(payload), instance.FileOptions{Mode: 0o600, Parents: true}))
+	is.NoErr(in.Push(ctx, "/tmp/x/payload", bytes.NewReader(payload), executor.FileOptions{Mode: 0o600, MkdirAll: true}))
 	var got bytes.Buffer
 	info, err := in.Pull(ctx, "/tmp/x/payload", &got)
 	is.NoErr(err)
@@ -342,6 +343,7 @@ func TestClusterMemberDown(t *testing.T) {
 	_, err = m.Instance(onDown[0]).Status(ctx)
 	t.Logf("status of %s on stopped %s: %v", onDown[0], down, err)
 	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(errors.Is(err, executor.ErrUnavailable)) // what a host tests for
 
 	// Launches without a target land on the members still up.
 	for range 3 {
@@ -363,6 +365,7 @@ func TestClusterMemberDown(t *testing.T) {
 	is.True(strings.Contains(err.Error(), onDown[0]))
 	is.True(strings.Contains(err.Error(), "cluster member "+down))
 	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(errors.Is(err, executor.ErrUnavailable))
 
 	is.NoErr(c.StartMember(ctx, downIdx))
 	restarted = true

@@ -8,7 +8,7 @@
 //     (Instance.Location tells which); it names it with a prefix and random digits,
 //     taking another name when the server reports a conflict (no
 //     check-then-create race), labels it with its owner, ID and creation
-//     time (LabelOwner, LabelID, LabelCreated), starts it and waits until it
+//     time (executor.OwnerKey, LabelID, LabelCreated), starts it and waits until it
 //     is ready. It leaves either a ready instance or none.
 //   - Instance.WaitReady waits for what the host says "ready" means (Ready):
 //     systemd up, an address on a NIC, the VM agent, a probe of its own. It
@@ -23,7 +23,7 @@
 //     output is in. A timeout or a cancelled context sends SIGTERM, then
 //     SIGKILL. See "Exec output" below.
 //   - Push, Pull and Mkdir move single files as streams, over SFTP; PushTar,
-//     PullTar, PushDir and PullDir move whole trees with modes and owners.
+//     PullTar, PushTree and PullTree move whole trees with modes and owners.
 //   - Stats reads CPU, memory and disk use from the state API.
 //   - A Reaper (Manager.NewReaper) takes teardown off the caller's path for
 //     a host process that keeps running: Reap hands an instance over and
@@ -61,7 +61,7 @@
 // killed. Without a writable /tmp or mkfifo, Exec falls back to the
 // websocket path.
 //
-// Cmd.Stream opts into the websocket path: output arrives as it is
+// executor.Cmd.Stream opts into the websocket path: output arrives as it is
 // written, which interactive use (a shell, a progress bar, a prompt) wants,
 // at the price of the race above. Recorded output is followed live but up
 // to a second late, and the output of an ephemeral instance that stops
@@ -70,10 +70,14 @@
 //
 // The Incus client methods the package calls are the Client interface: the
 // client from github.com/lxc/incus/v6/client satisfies it, and a fake needs
-// only those methods. Errors wrap the sentinels ErrNotFound, ErrNotRunning,
-// ErrAlreadyExists, ErrTimeout, ErrExec, ErrInvalid, ErrUser and
-// ErrUnavailable (and the
-// Incus status error behind them) for errors.Is. Every blocking method takes
-// a context first; operations the context abandons are cancelled on the
-// server where Incus allows it.
+// only those methods. The types it exchanges are package executor's
+// (executor.Cmd, FileOptions, FileInfo, User, Stats): one definition for
+// this package, the executor backends and the hosts. Errors wrap the
+// sentinels ErrNotFound, ErrNotRunning, ErrAlreadyExists, ErrTimeout,
+// ErrExec, ErrInvalid, ErrUser and ErrUnavailable (and the Incus status
+// error behind them) for errors.Is; all but ErrExec and ErrUser are also
+// the executor sentinels of the same meaning (ErrUnavailable is
+// executor.ErrUnavailable). Every blocking method takes a context first;
+// operations the context abandons are cancelled on the server where Incus
+// allows it.
 package instance

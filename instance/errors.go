@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -13,22 +14,22 @@ import (
 // sentinel and the Incus status error.
 var (
 	// ErrNotFound: the instance (or a file in it) does not exist.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = executor.Sentinel("not found", executor.ErrNotFound)
 	// ErrNotRunning: the instance must be running for this.
-	ErrNotRunning = errors.New("instance not running")
+	ErrNotRunning = executor.Sentinel("instance not running", executor.ErrNotRunning)
 	// ErrAlreadyExists: an instance of that name exists.
-	ErrAlreadyExists = errors.New("already exists")
+	ErrAlreadyExists = executor.Sentinel("already exists", executor.ErrAlreadyExists)
 	// ErrTimeout: a wait or a command ran out of time.
-	ErrTimeout = errors.New("timed out")
+	ErrTimeout = executor.Sentinel("timed out", executor.ErrTimeout)
 	// ErrExec: a command could not be run, or its outcome is unknown.
 	ErrExec = errors.New("exec failed")
 	// ErrInvalid: bad input (name, path, user, options).
-	ErrInvalid = errors.New("invalid argument")
+	ErrInvalid = executor.Sentinel("invalid argument", executor.ErrInvalid)
 	// ErrUser: the user a command should run as cannot be found or created.
 	ErrUser = errors.New("cannot provide user")
 	// ErrUnavailable: the server, or the cluster member hosting the
 	// instance, does not answer (its daemon is down or not ready).
-	ErrUnavailable = errors.New("server unavailable")
+	ErrUnavailable = executor.Sentinel("server unavailable", executor.ErrUnavailable)
 )
 
 // wrapErr maps an error from the Incus client onto the sentinels and names

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	incus "github.com/lxc/incus/v6/client"
 )
@@ -40,11 +41,11 @@ func Example() {
 	defer in.Delete(ctx)
 
 	if err := in.Push(ctx, "/work/input.txt", strings.NewReader("hello\n"),
-		instance.FileOptions{UID: 0, GID: 0, Mode: 0o644, Parents: true}); err != nil {
+		executor.FileOptions{UID: 0, GID: 0, Mode: 0o644, MkdirAll: true}); err != nil {
 		log.Fatal(err)
 	}
 	var out bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{
+	code, err := in.Exec(ctx, executor.Cmd{
 		Args:    []string{"sh", "-c", "tr a-z A-Z < /work/input.txt"},
 		User:    "_debusine",
 		Stdout:  &out,
@@ -84,7 +85,7 @@ func ExampleManager_NewReaper() {
 			fmt.Println(err)
 			return
 		}
-		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+		code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 		fmt.Println(code, err)
 		_ = reaper.Reap(in) // returns at once
 	}

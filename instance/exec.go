@@ -12,48 +12,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/incusexec/incusexec/executor"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
-
-// Cmd is a command to run in an instance.
-type Cmd struct {
-	// Args is the command and its arguments; Args[0] is looked up in PATH.
-	Args []string
-	// Env adds to (and overrides) the environment Incus provides. For a
-	// user other than root, HOME, USER and LOGNAME default to the user's.
-	Env map[string]string
-	// Dir is the working directory (the user's home when empty).
-	Dir string
-	// User is "" or "root", a user name, a numeric uid, or "uid:gid". A
-	// named user missing from /etc/passwd is created as EnsureUser does
-	// (unless NoCreateUser); a numeric one runs as is.
-	User string
-	// NoCreateUser makes a named User missing from /etc/passwd an error
-	// wrapping ErrUser and ErrNotFound instead of creating it, for callers
-	// that create users explicitly (EnsureUser).
-	NoCreateUser bool
-	// Group is a group name or gid; the user's primary group when empty.
-	Group string
-	// Stdin feeds the command (end of file at once when nil). A reader that
-	// never ends keeps a goroutine busy after Exec returns. See the package
-	// documentation, "Exec output", for how it reaches a recorded command.
-	Stdin io.Reader
-	// Stdout and Stderr receive the output (discarded when nil). The same
-	// writer may be given for both.
-	Stdout, Stderr io.Writer
-	// Timeout bounds the run (ctx alone when zero). When it or ctx ends the
-	// command gets SIGTERM, then SIGKILL after KillGrace.
-	Timeout time.Duration
-	// KillGrace overrides Config.KillGrace.
-	KillGrace time.Duration
-	// Stream sends the output over websockets as the command writes it,
-	// which interactive use wants, instead of recording it (see the
-	// package documentation, "Exec output"). incusd can then lose the end
-	// of a command's output when the host is loaded. A Stdin makes Exec
-	// stream too.
-	Stream bool
-}
 
 // Exec runs cmd and returns its exit status once it has exited and all its
 // output has been written. A command killed by a signal reports 128 plus the
@@ -66,7 +28,7 @@ type Cmd struct {
 // be run or its end not seen, ErrNotRunning when the instance is not running,
 // and ErrUser when the user cannot be provided (with ErrNotFound too when
 // NoCreateUser forbids creating it).
-func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
+func (in *Instance) Exec(ctx context.Context, cmd executor.Cmd) (int, error) {
 	if err := in.checkCmd(cmd); err != nil {
 		return -1, err
 	}
@@ -79,7 +41,7 @@ func (in *Instance) Exec(ctx context.Context, cmd Cmd) (int, error) {
 
 // checkCmd refuses what no instance could run, before anything is asked of
 // the server.
-func (in *Instance) checkCmd(cmd Cmd) error {
+func (in *Instance) checkCmd(cmd executor.Cmd) error {
 	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
 		return fmt.Errorf("%w: instance %s: exec: empty command", ErrInvalid, in.name)
 	}
@@ -103,7 +65,7 @@ func (in *Instance) checkCmd(cmd Cmd) error {
 // execRequest resolves cmd's user (creating it unless NoCreateUser) and
 // makes the request that runs cmd as that user: in the user's home, with
 // HOME, USER and LOGNAME set for a user other than root.
-func (in *Instance) execRequest(ctx context.Context, cmd Cmd) (api.InstanceExecPost, error) {
+func (in *Instance) execRequest(ctx context.Context, cmd executor.Cmd) (api.InstanceExecPost, error) {
 	acct, err := in.account(ctx, cmd.User, cmd.Group, !cmd.NoCreateUser)
 	if err != nil {
 		return api.InstanceExecPost{}, err
@@ -132,7 +94,7 @@ func (in *Instance) execRequest(ctx context.Context, cmd Cmd) (api.InstanceExecP
 }
 
 // killGrace is how long a stopped command has between SIGTERM and SIGKILL.
-func (in *Instance) killGrace(cmd Cmd) time.Duration {
+func (in *Instance) killGrace(cmd executor.Cmd) time.Duration {
 	if cmd.KillGrace != 0 {
 		return cmd.KillGrace
 	}
@@ -140,7 +102,7 @@ func (in *Instance) killGrace(cmd Cmd) time.Duration {
 }
 
 // exec runs req on the recorded path when it can, else on websockets.
-func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
+func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd executor.Cmd, killGrace time.Duration) (int, error) {
 	raw, ok := in.m.c.(rawAPI)
 	if cmd.Stream || !ok || !raw.HasExtension("container_exec_recording") {
 		return in.execStream(ctx, req, cmd, killGrace)
@@ -160,7 +122,7 @@ func setDefault(env map[string]string, k, v string) {
 }
 
 // execStream runs req with its streams on websockets (Cmd.Stream).
-func (in *Instance) execStream(ctx context.Context, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
+func (in *Instance) execStream(ctx context.Context, req api.InstanceExecPost, cmd executor.Cmd, killGrace time.Duration) (int, error) {
 	runCtx, cancel := execContext(ctx, cmd.Timeout)
 	defer cancel()
 	s, err := in.startStream(req, cmd)
@@ -194,7 +156,7 @@ type streamed struct {
 
 // startStream starts req with cmd's streams on websockets, and waits for
 // its end on a goroutine of its own.
-func (in *Instance) startStream(req api.InstanceExecPost, cmd Cmd) (*streamed, error) {
+func (in *Instance) startStream(req api.InstanceExecPost, cmd executor.Cmd) (*streamed, error) {
 	s := &streamed{
 		in:       in,
 		name:     req.Command[0],

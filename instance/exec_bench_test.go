@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 )
@@ -47,7 +48,7 @@ func BenchmarkExecPaths(b *testing.B) {
 		lib := func(stream bool) func() error {
 			return func() error {
 				var out bytes.Buffer
-				code, err := in.Exec(ctx, instance.Cmd{Args: c.args, Stream: stream, Stdout: &out})
+				code, err := in.Exec(ctx, executor.Cmd{Args: c.args, Stream: stream, Stdout: &out})
 				if err == nil && code != 0 {
 					err = fmt.Errorf("exit %d", code)
 				}

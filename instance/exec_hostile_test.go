@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/matryer/is"
 )
@@ -25,7 +26,7 @@ func TestExecRefusesMalformedEnvironment(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			is := is.New(t)
-			_, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"true"}, Env: env})
+			_, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"true"}, Env: env})
 			is.True(errors.Is(err, instance.ErrInvalid))
 		})
 	}

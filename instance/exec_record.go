@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -52,7 +53,7 @@ type recording struct {
 	stderr *follower
 }
 
-func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.InstanceExecPost, cmd Cmd, killGrace time.Duration) (int, error) {
+func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.InstanceExecPost, cmd executor.Cmd, killGrace time.Duration) (int, error) {
 	runCtx, cancel := execContext(ctx, cmd.Timeout)
 	defer cancel()
 	name := req.Command[0]

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/lxc/incus/v6/shared/api"
@@ -71,7 +72,7 @@ func TestExecRecordsAndRemovesOutput(t *testing.T) {
 			if tc.cancelAfter != "" {
 				stdout = cancelOn{w: &out, want: tc.cancelAfter, cancel: cancel}
 			}
-			code, err := in.Exec(ctx, instance.Cmd{Args: tc.args, Stdout: stdout, Stderr: &errb, Timeout: tc.timeout})
+			code, err := in.Exec(ctx, executor.Cmd{Args: tc.args, Stdout: stdout, Stderr: &errb, Timeout: tc.timeout})
 			if tc.err == nil {
 				is.NoErr(err)
 			} else {
@@ -116,7 +117,7 @@ func TestExecFollowsRecordedOutput(t *testing.T) {
 		case <-time.After(50 * time.Second):
 		}
 	}()
-	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{
+	code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{
 		Args:    []string{"sh", "-c", "echo started; while [ ! -e /tmp/go-on ]; do sleep 0.1; done; echo done"},
 		Stdout:  w,
 		Timeout: 55 * time.Second,
@@ -187,7 +188,7 @@ func TestExecOutlastsOperationWaits(t *testing.T) {
 	in := launch(t, m, instance.Spec{})
 	defer instance.SetOpWaitSecs(1)()
 	var out bytes.Buffer
-	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"sh", "-c", "sleep 3; echo late"}, Stdout: &out})
+	code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"sh", "-c", "sleep 3; echo late"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), "late\n")
@@ -222,7 +223,7 @@ func TestExecStdinRecorded(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
 			var out, errb bytes.Buffer
-			code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: tc.args, User: tc.user, Stdin: tc.stdin, Stdout: &out, Stderr: &errb, Timeout: tc.timeout})
+			code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: tc.args, User: tc.user, Stdin: tc.stdin, Stdout: &out, Stderr: &errb, Timeout: tc.timeout})
 			if tc.err == nil {
 				is.NoErr(err)
 			} else {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -77,7 +78,7 @@ func (in *Instance) startFeeder(cmdReq api.InstanceExecPost, fifo string, stdin 
 	}
 	go func() {
 		defer close(f.done)
-		code, err := in.execStream(ctx, req, Cmd{Stdin: stdin}, 200*time.Millisecond)
+		code, err := in.execStream(ctx, req, executor.Cmd{Stdin: stdin}, 200*time.Millisecond)
 		if err != nil || code != 0 {
 			in.m.log.Debug("exec: stdin feeder", "name", in.name, "status", code, "err", err)
 		}

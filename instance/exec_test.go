@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/matryer/is"
 )
@@ -20,27 +21,27 @@ func TestExecStatusStreamsAndEnvironment(t *testing.T) {
 	in := launch(t, m, instance.Spec{})
 	for _, tc := range []struct {
 		name           string
-		cmd            instance.Cmd
+		cmd            executor.Cmd
 		code           int
 		stdout, stderr string
 		err            error
 	}{
-		{name: "true", cmd: instance.Cmd{Args: []string{"true"}}, code: 0},
-		{name: "false", cmd: instance.Cmd{Args: []string{"false"}}, code: 1},
-		{name: "missing command", cmd: instance.Cmd{Args: []string{"no-such-command"}}, code: 127},
-		{name: "missing in shell", cmd: instance.Cmd{Args: []string{"sh", "-c", "no-such-command"}}, code: 127, stderr: "sh: no-such-command: not found\n"},
-		{name: "killed", cmd: instance.Cmd{Args: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
-		{name: "streams apart", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, code: 3, stdout: "out\n", stderr: "err\n"},
-		{name: "stdin", cmd: instance.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("fed\n")}, stdout: "fed\n"},
-		{name: "env and dir", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo $GREETING; pwd"}, Env: map[string]string{"GREETING": "hi"}, Dir: "/etc"}, stdout: "hi\n/etc\n"},
-		{name: "root by default", cmd: instance.Cmd{Args: []string{"id", "-u"}}, stdout: "0\n"},
-		{name: "numeric user", cmd: instance.Cmd{Args: []string{"sh", "-c", "id -u; id -g; echo $HOME"}, User: "4321"}, stdout: "4321\n4321\n/\n"},
-		{name: "uid and gid", cmd: instance.Cmd{Args: []string{"sh", "-c", "id -u; id -g"}, User: "4321:99"}, stdout: "4321\n99\n"},
-		{name: "existing user and group", cmd: instance.Cmd{Args: []string{"sh", "-c", "id -u; id -g"}, User: "nobody", Group: "root"}, stdout: "65534\n0\n"},
-		{name: "relative dir", cmd: instance.Cmd{Args: []string{"true"}, Dir: "etc"}, code: -1, err: instance.ErrInvalid},
-		{name: "empty", cmd: instance.Cmd{}, code: -1, err: instance.ErrInvalid},
-		{name: "bad user name", cmd: instance.Cmd{Args: []string{"true"}, User: "Bad User"}, code: -1, err: instance.ErrInvalid},
-		{name: "unknown group", cmd: instance.Cmd{Args: []string{"true"}, User: "nobody", Group: "nogroup-here"}, code: -1, err: instance.ErrUser},
+		{name: "true", cmd: executor.Cmd{Args: []string{"true"}}, code: 0},
+		{name: "false", cmd: executor.Cmd{Args: []string{"false"}}, code: 1},
+		{name: "missing command", cmd: executor.Cmd{Args: []string{"no-such-command"}}, code: 127},
+		{name: "missing in shell", cmd: executor.Cmd{Args: []string{"sh", "-c", "no-such-command"}}, code: 127, stderr: "sh: no-such-command: not found\n"},
+		{name: "killed", cmd: executor.Cmd{Args: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
+		{name: "streams apart", cmd: executor.Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, code: 3, stdout: "out\n", stderr: "err\n"},
+		{name: "stdin", cmd: executor.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("fed\n")}, stdout: "fed\n"},
+		{name: "env and dir", cmd: executor.Cmd{Args: []string{"sh", "-c", "echo $GREETING; pwd"}, Env: map[string]string{"GREETING": "hi"}, Dir: "/etc"}, stdout: "hi\n/etc\n"},
+		{name: "root by default", cmd: executor.Cmd{Args: []string{"id", "-u"}}, stdout: "0\n"},
+		{name: "numeric user", cmd: executor.Cmd{Args: []string{"sh", "-c", "id -u; id -g; echo $HOME"}, User: "4321"}, stdout: "4321\n4321\n/\n"},
+		{name: "uid and gid", cmd: executor.Cmd{Args: []string{"sh", "-c", "id -u; id -g"}, User: "4321:99"}, stdout: "4321\n99\n"},
+		{name: "existing user and group", cmd: executor.Cmd{Args: []string{"sh", "-c", "id -u; id -g"}, User: "nobody", Group: "root"}, stdout: "65534\n0\n"},
+		{name: "relative dir", cmd: executor.Cmd{Args: []string{"true"}, Dir: "etc"}, code: -1, err: instance.ErrInvalid},
+		{name: "empty", cmd: executor.Cmd{}, code: -1, err: instance.ErrInvalid},
+		{name: "bad user name", cmd: executor.Cmd{Args: []string{"true"}, User: "Bad User"}, code: -1, err: instance.ErrInvalid},
+		{name: "unknown group", cmd: executor.Cmd{Args: []string{"true"}, User: "nobody", Group: "nogroup-here"}, code: -1, err: instance.ErrUser},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
@@ -69,7 +70,7 @@ func TestExecSameWriterAndDrain(t *testing.T) {
 	// One writer for both streams, and more output than any buffer: all of
 	// it is there when Exec returns.
 	var both bytes.Buffer
-	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{
+	code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{
 		Args:   []string{"sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done"},
 		Stdout: &both, Stderr: &both,
 	})
@@ -82,14 +83,14 @@ func TestExecSameWriterAndDrain(t *testing.T) {
 	// Big stdin through to stdout.
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	var out bytes.Buffer
-	code, err = in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"cat"}, Stdin: bytes.NewReader(data), Stdout: &out})
+	code, err = in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"cat"}, Stdin: bytes.NewReader(data), Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.True(bytes.Equal(out.Bytes(), data))
 
 	// A background child holding stdout open does not hold Exec.
 	out.Reset()
-	code, err = in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"sh", "-c", "sleep 30 & echo started"}, Stdout: &out})
+	code, err = in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"sh", "-c", "sleep 30 & echo started"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), "started\n")
@@ -102,7 +103,7 @@ func TestExecTimeoutAndCancel(t *testing.T) {
 	t.Run("timeout terminates", func(t *testing.T) {
 		is := is.New(t)
 		var out bytes.Buffer
-		code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{
+		code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{
 			Args: []string{"sh", "-c", "echo before; exec sleep 60"}, Stdout: &out, Timeout: 300 * time.Millisecond,
 		})
 		is.True(errors.Is(err, instance.ErrTimeout))
@@ -111,7 +112,7 @@ func TestExecTimeoutAndCancel(t *testing.T) {
 	})
 	t.Run("ignored TERM is killed", func(t *testing.T) {
 		is := is.New(t)
-		code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{
+		code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{
 			Args: []string{"sh", "-c", "trap '' TERM; exec sleep 60"}, Timeout: 300 * time.Millisecond,
 		})
 		is.True(errors.Is(err, instance.ErrTimeout))
@@ -128,7 +129,7 @@ func TestExecTimeoutAndCancel(t *testing.T) {
 			cancel()
 			_, _ = io.Copy(io.Discard, pr)
 		}()
-		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "echo ready; exec sleep 60"}, Stdout: pw})
+		code, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "echo ready; exec sleep 60"}, Stdout: pw})
 		pw.Close()
 		is.True(errors.Is(err, context.Canceled))
 		is.True(!errors.Is(err, instance.ErrTimeout))
@@ -148,7 +149,7 @@ func TestExecUserCreatedOnDemand(t *testing.T) {
 	in := launch(t, m, instance.Spec{}) // busybox: no useradd
 	ctx := ctxFor(t, time.Minute)
 	var out bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{
+	code, err := in.Exec(ctx, executor.Cmd{
 		Args: []string{"sh", "-c", "id -un; id -u; echo $HOME; pwd; touch mine; stat -c '%u %U' mine"},
 		User: "_incusexec", Stdout: &out,
 	})
@@ -167,7 +168,7 @@ func TestExecUserCreatedOnDemand(t *testing.T) {
 	// Another handle finds the user made before rather than making another.
 	again := m.Instance(in.Name())
 	out.Reset()
-	_, err = again.Exec(ctx, instance.Cmd{Args: []string{"id", "-u"}, User: "_incusexec", Stdout: &out})
+	_, err = again.Exec(ctx, executor.Cmd{Args: []string{"id", "-u"}, User: "_incusexec", Stdout: &out})
 	is.NoErr(err)
 	is.Equal(strings.TrimSpace(out.String()), lines[1])
 	is.Equal(run(t, in, "grep", "-c", "^_incusexec:", "/etc/passwd"), "1")
@@ -181,7 +182,7 @@ func TestExecUserThatCannotBeCreated(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	// No /etc/passwd to add to: it is a directory.
 	run(t, in, "sh", "-c", "rm /etc/passwd && mkdir /etc/passwd")
-	_, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}, User: "builder"})
+	_, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}, User: "builder"})
 	is.True(errors.Is(err, instance.ErrUser))
 	t.Log(err)
 
@@ -189,7 +190,7 @@ func TestExecUserThatCannotBeCreated(t *testing.T) {
 	refused := errors.New("not on this worker")
 	_, m2, _ := setup(t, instance.Config{CreateUser: func(context.Context, *instance.Instance, string) error { return refused }})
 	in2 := launch(t, m2, instance.Spec{})
-	_, err = in2.Exec(ctx, instance.Cmd{Args: []string{"true"}, User: "builder"})
+	_, err = in2.Exec(ctx, executor.Cmd{Args: []string{"true"}, User: "builder"})
 	is.True(errors.Is(err, instance.ErrUser))
 	is.True(errors.Is(err, refused))
 	t.Log(err)
@@ -204,16 +205,16 @@ func TestExecStreamedStatusAndStop(t *testing.T) {
 	in := launch(t, m, instance.Spec{})
 	for _, tc := range []struct {
 		name           string
-		cmd            instance.Cmd
+		cmd            executor.Cmd
 		code           int
 		stdout, stderr string
 		err            error
 	}{
-		{name: "streams apart", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, code: 3, stdout: "out\n", stderr: "err\n"},
-		{name: "missing command", cmd: instance.Cmd{Args: []string{"no-such-command"}}, code: 127},
-		{name: "killed", cmd: instance.Cmd{Args: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
-		{name: "env and user", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo $GREETING; id -u; pwd"}, Env: map[string]string{"GREETING": "hi"}, User: "4321", Dir: "/etc"}, stdout: "hi\n4321\n/etc\n"},
-		{name: "timeout terminates", cmd: instance.Cmd{Args: []string{"sh", "-c", "echo before; exec sleep 60"}, Timeout: 2 * time.Second}, code: 143, stdout: "before\n", err: instance.ErrTimeout},
+		{name: "streams apart", cmd: executor.Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, code: 3, stdout: "out\n", stderr: "err\n"},
+		{name: "missing command", cmd: executor.Cmd{Args: []string{"no-such-command"}}, code: 127},
+		{name: "killed", cmd: executor.Cmd{Args: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
+		{name: "env and user", cmd: executor.Cmd{Args: []string{"sh", "-c", "echo $GREETING; id -u; pwd"}, Env: map[string]string{"GREETING": "hi"}, User: "4321", Dir: "/etc"}, stdout: "hi\n4321\n/etc\n"},
+		{name: "timeout terminates", cmd: executor.Cmd{Args: []string{"sh", "-c", "echo before; exec sleep 60"}, Timeout: 2 * time.Second}, code: 143, stdout: "before\n", err: instance.ErrTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
@@ -250,7 +251,7 @@ func TestExecStreamedStatusAndStop(t *testing.T) {
 				cancel()
 				_, _ = io.Copy(io.Discard, pr)
 			}()
-			code, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", tc.script}, Stdout: pw, Stream: true})
+			code, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", tc.script}, Stdout: pw, Stream: true})
 			pw.Close()
 			is.True(errors.Is(err, context.Canceled))
 			is.Equal(code, tc.code)

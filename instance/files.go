@@ -13,31 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/pkg/sftp"
 )
-
-// FileOptions says how a pushed file or a made directory is owned.
-type FileOptions struct {
-	// UID and GID own the file (root when zero).
-	UID, GID int
-	// Mode holds the permission bits (and setuid, setgid, sticky); 0644 for
-	// files and 0755 for directories when zero. Special bits may be
-	// written as fs.ModeSetuid or as 0o4000. Incus's SFTP server drops
-	// setuid, setgid and sticky bits, so these are set by running chmod in
-	// the instance, which must then be running.
-	Mode fs.FileMode
-	// Parents creates missing parent directories (owned by root, 0755).
-	Parents bool
-}
-
-// FileInfo describes a file pulled from an instance.
-type FileInfo struct {
-	Mode     fs.FileMode
-	UID, GID int
-	Size     int64
-}
 
 // Directions of an SFTP session: the server answers reads with at most
 // 32 KiB, which the client's concurrent reads take for the end of the file
@@ -110,7 +90,7 @@ func ctxErr(ctx context.Context, err error) error {
 // Push writes r to the file dst (absolute) in the instance, replacing it.
 // When the push fails part-way (r fails, the disk is full) the partial file
 // is removed: the old content is lost either way.
-func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts FileOptions) error {
+func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts executor.FileOptions) error {
 	dst, err := cleanAbs(dst, "destination")
 	if err != nil {
 		return err
@@ -124,7 +104,7 @@ func (in *Instance) Push(ctx context.Context, dst string, r io.Reader, opts File
 		return err
 	}
 	defer done()
-	if opts.Parents {
+	if opts.MkdirAll {
 		if err := c.MkdirAll(path.Dir(dst)); err != nil {
 			return fileErr(ctx, in.name, "create parents of", dst, err)
 		}
@@ -196,9 +176,9 @@ func writeFile(c *sftp.Client, dst string, r io.Reader, uid, gid int, mode fs.Fi
 	return nil
 }
 
-func (in *Instance) pushPlain(ctx context.Context, dst string, r io.Reader, opts FileOptions, mode fs.FileMode) error {
-	if opts.Parents {
-		if err := in.mkdirPlain(ctx, path.Dir(dst), FileOptions{Parents: true}); err != nil {
+func (in *Instance) pushPlain(ctx context.Context, dst string, r io.Reader, opts executor.FileOptions, mode fs.FileMode) error {
+	if opts.MkdirAll {
+		if err := in.mkdirPlain(ctx, path.Dir(dst), executor.FileOptions{MkdirAll: true}); err != nil {
 			return err
 		}
 	}
@@ -226,51 +206,51 @@ func (in *Instance) pushPlain(ctx context.Context, dst string, r io.Reader, opts
 }
 
 // Pull copies the file src (absolute) of the instance to w.
-func (in *Instance) Pull(ctx context.Context, src string, w io.Writer) (FileInfo, error) {
+func (in *Instance) Pull(ctx context.Context, src string, w io.Writer) (executor.FileInfo, error) {
 	src, err := cleanAbs(src, "source")
 	if err != nil {
-		return FileInfo{}, err
+		return executor.FileInfo{}, err
 	}
 	c, done, err := in.sftpSession(ctx, forRead)
 	if errors.Is(err, errNoSFTP) {
 		return in.pullPlain(ctx, src, w)
 	}
 	if err != nil {
-		return FileInfo{}, err
+		return executor.FileInfo{}, err
 	}
 	defer done()
 	f, err := c.Open(src)
 	if err != nil {
-		return FileInfo{}, fileErr(ctx, in.name, "pull", src, err)
+		return executor.FileInfo{}, fileErr(ctx, in.name, "pull", src, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return FileInfo{}, fileErr(ctx, in.name, "pull", src, err)
+		return executor.FileInfo{}, fileErr(ctx, in.name, "pull", src, err)
 	}
 	if !st.Mode().IsRegular() {
-		return FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file (%s); use PullTar for trees", ErrInvalid, in.name, src, st.Mode().Type())
+		return executor.FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file (%s); use PullTar for trees", ErrInvalid, in.name, src, st.Mode().Type())
 	}
-	info := infoOf(st)
+	info := infoOf(src, st)
 	if _, err := f.WriteTo(w); err != nil {
 		return info, fileErr(ctx, in.name, "pull", src, err)
 	}
 	return info, nil
 }
 
-func (in *Instance) pullPlain(ctx context.Context, src string, w io.Writer) (FileInfo, error) {
+func (in *Instance) pullPlain(ctx context.Context, src string, w io.Writer) (executor.FileInfo, error) {
 	rc, resp, err := incusop.Bind(ctx, in.m.c).GetInstanceFile(in.name, src)
 	if err != nil {
-		return FileInfo{}, wrapErr(err, in.name, "pull "+src)
+		return executor.FileInfo{}, wrapErr(err, in.name, "pull "+src)
 	}
 	if rc == nil || resp == nil || resp.Type != "file" {
 		if rc != nil {
 			rc.Close()
 		}
-		return FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file", ErrInvalid, in.name, src)
+		return executor.FileInfo{}, fmt.Errorf("%w: instance %s: pull %s: not a regular file", ErrInvalid, in.name, src)
 	}
 	defer rc.Close()
-	info := FileInfo{Mode: fs.FileMode(resp.Mode) & fs.ModePerm, UID: int(resp.UID), GID: int(resp.GID)}
+	info := executor.FileInfo{Path: src, Mode: fs.FileMode(resp.Mode) & fs.ModePerm, UID: int(resp.UID), GID: int(resp.GID)}
 	n, err := io.Copy(w, rc)
 	info.Size = n
 	return info, wrapErr(err, in.name, "pull "+src)
@@ -278,7 +258,7 @@ func (in *Instance) pullPlain(ctx context.Context, src string, w io.Writer) (Fil
 
 // Mkdir makes the directory p (absolute) in the instance. An existing
 // directory is not an error; it gets opts' owner and mode.
-func (in *Instance) Mkdir(ctx context.Context, p string, opts FileOptions) error {
+func (in *Instance) Mkdir(ctx context.Context, p string, opts executor.FileOptions) error {
 	p, err := cleanAbs(p, "directory")
 	if err != nil {
 		return err
@@ -297,8 +277,8 @@ func (in *Instance) Mkdir(ctx context.Context, p string, opts FileOptions) error
 	return in.chmodSpecial(ctx, map[fs.FileMode][]string{modeOr(opts.Mode, 0o755): {p}})
 }
 
-func mkdir(c *sftp.Client, p string, opts FileOptions) error {
-	if opts.Parents {
+func mkdir(c *sftp.Client, p string, opts executor.FileOptions) error {
+	if opts.MkdirAll {
 		if err := c.MkdirAll(path.Dir(p)); err != nil {
 			return err
 		}
@@ -315,12 +295,12 @@ func mkdir(c *sftp.Client, p string, opts FileOptions) error {
 	return c.Chmod(p, modeOr(opts.Mode, 0o755))
 }
 
-func (in *Instance) mkdirPlain(ctx context.Context, p string, opts FileOptions) error {
+func (in *Instance) mkdirPlain(ctx context.Context, p string, opts executor.FileOptions) error {
 	if p == "/" {
 		return nil
 	}
-	if opts.Parents {
-		if err := in.mkdirPlain(ctx, path.Dir(p), FileOptions{Parents: true}); err != nil {
+	if opts.MkdirAll {
+		if err := in.mkdirPlain(ctx, path.Dir(p), executor.FileOptions{MkdirAll: true}); err != nil {
 			return err
 		}
 	}
@@ -329,7 +309,7 @@ func (in *Instance) mkdirPlain(ctx context.Context, p string, opts FileOptions) 
 		if rc != nil {
 			rc.Close()
 		}
-		if resp.Type == "directory" && (opts.Parents && opts.Mode == 0 && opts.UID == 0 && opts.GID == 0) {
+		if resp.Type == "directory" && (opts.MkdirAll && opts.Mode == 0 && opts.UID == 0 && opts.GID == 0) {
 			return nil
 		}
 	}
@@ -374,8 +354,8 @@ func unixMode(m fs.FileMode) uint32 {
 	return u
 }
 
-func infoOf(st fs.FileInfo) FileInfo {
-	info := FileInfo{Mode: st.Mode(), Size: st.Size()}
+func infoOf(p string, st fs.FileInfo) executor.FileInfo {
+	info := executor.FileInfo{Path: p, Mode: st.Mode(), Size: st.Size()}
 	if s, ok := st.Sys().(*sftp.FileStat); ok {
 		info.UID, info.GID = int(s.UID), int(s.GID)
 	}
@@ -396,21 +376,21 @@ func fileErr(ctx context.Context, name, action, p string, err error) error {
 // SFTP session. A symbolic link is described itself, not followed (lstat).
 // Size is that of the entry as the server reports it. A missing path is an
 // error wrapping ErrNotFound, a relative one ErrInvalid.
-func (in *Instance) Stat(ctx context.Context, p string) (FileInfo, error) {
+func (in *Instance) Stat(ctx context.Context, p string) (executor.FileInfo, error) {
 	p, err := cleanAbs(p, "path")
 	if err != nil {
-		return FileInfo{}, err
+		return executor.FileInfo{}, err
 	}
 	c, done, err := in.sftpSession(ctx, forRead)
 	if err != nil {
-		return FileInfo{}, ctxErr(ctx, err)
+		return executor.FileInfo{}, ctxErr(ctx, err)
 	}
 	defer done()
 	st, err := c.Lstat(p)
 	if err != nil {
-		return FileInfo{}, fileErr(ctx, in.name, "stat", p, err)
+		return executor.FileInfo{}, fileErr(ctx, in.name, "stat", p, err)
 	}
-	return infoOf(st), nil
+	return infoOf(p, st), nil
 }
 
 // isForkfileGone tells incusd's failure to reach the instance's file helper,

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/matryer/is"
@@ -38,8 +39,8 @@ func TestFailedPushLeavesNoPartialFile(t *testing.T) {
 	_, m, _ := setup(t, instance.Config{})
 	in := launch(t, m, instance.Spec{})
 	ctx := ctxFor(t, time.Minute)
-	is.NoErr(in.Push(ctx, "/tmp/f", bytes.NewReader([]byte("old")), instance.FileOptions{}))
-	err := in.Push(ctx, "/tmp/f", &failingAfter{n: 4 << 20}, instance.FileOptions{})
+	is.NoErr(in.Push(ctx, "/tmp/f", bytes.NewReader([]byte("old")), executor.FileOptions{}))
+	err := in.Push(ctx, "/tmp/f", &failingAfter{n: 4 << 20}, executor.FileOptions{})
 	is.True(err != nil)
 	_, err = in.Pull(ctx, "/tmp/f", io.Discard)
 	is.True(errors.Is(err, instance.ErrNotFound)) // no partial file left
@@ -80,7 +81,7 @@ func TestPushOutlastsExitingFileHelper(t *testing.T) {
 	is.NoErr(err)
 	defer m2.Close()
 	ctx := ctxFor(t, time.Minute)
-	is.NoErr(m2.Instance(in.Name()).Push(ctx, "/root/pushed", strings.NewReader("after the helper came back"), instance.FileOptions{}))
+	is.NoErr(m2.Instance(in.Name()).Push(ctx, "/root/pushed", strings.NewReader("after the helper came back"), executor.FileOptions{}))
 	var out bytes.Buffer
 	_, err = in.Pull(ctx, "/root/pushed", &out)
 	is.NoErr(err)

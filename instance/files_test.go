@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/matryer/is"
 )
@@ -31,7 +32,7 @@ func TestPushPull64MiBByHash(t *testing.T) {
 	h := sha256.New()
 	// Streamed: the reader has no known size.
 	src := io.TeeReader(io.LimitReader(rand.Reader, 64<<20), h)
-	is.NoErr(in.Push(ctx, "/root/new/dir/blob", struct{ io.Reader }{src}, instance.FileOptions{UID: 1000, GID: 1001, Mode: 0o640, Parents: true}))
+	is.NoErr(in.Push(ctx, "/root/new/dir/blob", struct{ io.Reader }{src}, executor.FileOptions{UID: 1000, GID: 1001, Mode: 0o640, MkdirAll: true}))
 	want := hex.EncodeToString(h.Sum(nil))
 	is.Equal(strings.Fields(run(t, in, "sha256sum", "/root/new/dir/blob"))[0], want)
 	is.Equal(run(t, in, "stat", "-c", "%a %u %g %s", "/root/new/dir/blob"), fmt.Sprintf("640 1000 1001 %d", 64<<20))
@@ -40,13 +41,13 @@ func TestPushPull64MiBByHash(t *testing.T) {
 	info, err := in.Pull(ctx, "/root/new/dir/blob", h)
 	is.NoErr(err)
 	is.Equal(hex.EncodeToString(h.Sum(nil)), want)
-	is.Equal(info, instance.FileInfo{Mode: 0o640, UID: 1000, GID: 1001, Size: 64 << 20})
+	is.Equal(info, executor.FileInfo{Path: "/root/new/dir/blob", Mode: 0o640, UID: 1000, GID: 1001, Size: 64 << 20})
 
 	// Replacing a file, and a symlink (replaced, not written through).
-	is.NoErr(in.Push(ctx, "/root/new/dir/blob", strings.NewReader("small\n"), instance.FileOptions{}))
+	is.NoErr(in.Push(ctx, "/root/new/dir/blob", strings.NewReader("small\n"), executor.FileOptions{}))
 	is.Equal(run(t, in, "stat", "-c", "%a %u %s", "/root/new/dir/blob"), "644 0 6")
 	run(t, in, "ln", "-s", "/etc/hostname", "/root/link")
-	is.NoErr(in.Push(ctx, "/root/link", strings.NewReader("x"), instance.FileOptions{Mode: 0o4755}))
+	is.NoErr(in.Push(ctx, "/root/link", strings.NewReader("x"), executor.FileOptions{Mode: 0o4755}))
 	is.Equal(run(t, in, "stat", "-c", "%F %a", "/root/link"), "regular file 4755")
 	is.Equal(run(t, in, "cat", "/etc/hostname"), in.Name())
 }
@@ -61,21 +62,21 @@ func TestFilesBadInput(t *testing.T) {
 		op   func() error
 		want error
 	}{
-		{"push relative", func() error { return in.Push(ctx, "root/x", strings.NewReader(""), instance.FileOptions{}) }, instance.ErrInvalid},
-		{"push empty path", func() error { return in.Push(ctx, "", strings.NewReader(""), instance.FileOptions{}) }, instance.ErrInvalid},
-		{"push without parent", func() error { return in.Push(ctx, "/no/such/dir/x", strings.NewReader(""), instance.FileOptions{}) }, instance.ErrNotFound},
+		{"push relative", func() error { return in.Push(ctx, "root/x", strings.NewReader(""), executor.FileOptions{}) }, instance.ErrInvalid},
+		{"push empty path", func() error { return in.Push(ctx, "", strings.NewReader(""), executor.FileOptions{}) }, instance.ErrInvalid},
+		{"push without parent", func() error { return in.Push(ctx, "/no/such/dir/x", strings.NewReader(""), executor.FileOptions{}) }, instance.ErrNotFound},
 		{"pull relative", func() error { _, err := in.Pull(ctx, "./etc/passwd", io.Discard); return err }, instance.ErrInvalid},
 		{"pull missing", func() error { _, err := in.Pull(ctx, "/no/such/file", io.Discard); return err }, instance.ErrNotFound},
 		{"pull directory", func() error { _, err := in.Pull(ctx, "/etc", io.Discard); return err }, instance.ErrInvalid},
-		{"mkdir relative", func() error { return in.Mkdir(ctx, "tmp/x", instance.FileOptions{}) }, instance.ErrInvalid},
-		{"mkdir without parent", func() error { return in.Mkdir(ctx, "/no/such/dir", instance.FileOptions{}) }, instance.ErrNotFound},
+		{"mkdir relative", func() error { return in.Mkdir(ctx, "tmp/x", executor.FileOptions{}) }, instance.ErrInvalid},
+		{"mkdir without parent", func() error { return in.Mkdir(ctx, "/no/such/dir", executor.FileOptions{}) }, instance.ErrNotFound},
 		{"tree relative", func() error { return in.PushTar(ctx, "dst", bytes.NewReader(nil), instance.TreeOptions{}) }, instance.ErrInvalid},
 		{"tree escaping", func() error {
 			return in.PushTar(ctx, "/tmp/t", tarOf(t, tarEntry{name: "../../etc/evil", body: "x"}), instance.TreeOptions{})
 		}, instance.ErrInvalid},
 		{"pull tree missing", func() error { return in.PullTar(ctx, "/no/such", io.Discard) }, instance.ErrNotFound},
 		{"on missing instance", func() error {
-			return m.Instance("gone-"+in.Name()).Push(ctx, "/x", strings.NewReader(""), instance.FileOptions{})
+			return m.Instance("gone-"+in.Name()).Push(ctx, "/x", strings.NewReader(""), executor.FileOptions{})
 		}, instance.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,8 +86,8 @@ func TestFilesBadInput(t *testing.T) {
 		})
 	}
 	is := is.New(t)
-	is.NoErr(in.Mkdir(ctx, "/srv/a/b", instance.FileOptions{UID: 7, GID: 8, Mode: 0o750, Parents: true}))
-	is.NoErr(in.Mkdir(ctx, "/srv/a/b", instance.FileOptions{UID: 7, GID: 8, Mode: 0o750})) // exists: fine
+	is.NoErr(in.Mkdir(ctx, "/srv/a/b", executor.FileOptions{UID: 7, GID: 8, Mode: 0o750, MkdirAll: true}))
+	is.NoErr(in.Mkdir(ctx, "/srv/a/b", executor.FileOptions{UID: 7, GID: 8, Mode: 0o750})) // exists: fine
 	is.Equal(run(t, in, "stat", "-c", "%a %u %g", "/srv/a/b"), "750 7 8")
 	is.Equal(run(t, in, "stat", "-c", "%a %u %g", "/srv/a"), "755 0 0")
 }
@@ -207,7 +208,7 @@ func TestPushPullHostDirectory(t *testing.T) {
 	is.NoErr(os.Symlink("b/run.sh", filepath.Join(src, "a/run")))
 	is.NoErr(os.Chmod(filepath.Join(src, "a"), 0o710))
 
-	is.NoErr(in.PushDir(ctx, src, "/work/in", instance.TreeOptions{Owner: &instance.Owner{UID: 1000, GID: 1000}}))
+	is.NoErr(in.PushTree(ctx, src, "/work/in", instance.TreeOptions{Owner: &instance.Owner{UID: 1000, GID: 1000}}))
 	is.Equal(run(t, in, "/work/in/a/run"), "run")
 	is.Equal(run(t, in, "stat", "-c", "%a %u %s", "/work/in/a/data"), fmt.Sprintf("600 1000 %d", 300<<10))
 	is.Equal(run(t, in, "stat", "-c", "%a %u", "/work/in/a"), "710 1000")
@@ -216,7 +217,7 @@ func TestPushPullHostDirectory(t *testing.T) {
 	// copied as a link and written through nowhere.
 	run(t, in, "sh", "-c", "mkdir -p /work/out/sub && echo result > /work/out/sub/r.txt && chmod 640 /work/out/sub/r.txt && ln -s /etc/passwd /work/out/escape")
 	dst := filepath.Join(t.TempDir(), "results")
-	is.NoErr(in.PullDir(ctx, "/work/out", dst, instance.TreeOptions{}))
+	is.NoErr(in.PullTree(ctx, "/work/out", dst, instance.TreeOptions{}))
 	b, err := os.ReadFile(filepath.Join(dst, "sub/r.txt"))
 	is.NoErr(err)
 	is.Equal(string(b), "result\n")

@@ -44,16 +44,16 @@ func FuzzParsePasswd(f *testing.F) {
 	})
 }
 
-func FuzzValidateName(f *testing.F) {
+func FuzzCheckName(f *testing.F) {
 	for _, s := range []string{"a", "ab-1", "1a", "-a", "a-", "a_b", strings.Repeat("a", 64), "é"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if ValidateName(s) != nil {
+		if checkName(s) != nil {
 			return
 		}
 		if len(s) == 0 || len(s) > 63 || strings.HasPrefix(s, "-") || strings.HasSuffix(s, "-") || s[0] >= '0' && s[0] <= '9' {
-			t.Fatalf("ValidateName accepted %q", s)
+			t.Fatalf("checkName accepted %q", s)
 		}
 	})
 }

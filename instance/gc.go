@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/lxc/incus/v6/shared/api"
 	"golang.org/x/sync/errgroup"
@@ -47,12 +48,12 @@ func (m *Manager) List(ctx context.Context) ([]string, error) {
 
 func (m *Manager) owned(ctx context.Context) ([]api.Instance, error) {
 	insts, err := incusop.Bind(ctx, m.c).GetInstancesWithFilter(api.InstanceTypeAny,
-		[]string{"config." + LabelOwner + "=" + m.cfg.Owner})
+		[]string{"config." + executor.OwnerKey + "=" + m.cfg.Owner})
 	if err != nil {
 		return nil, fmt.Errorf("list instances of owner %s: %w", m.cfg.Owner, err)
 	}
 	// The filter runs on the server; check it here too.
-	return slices.DeleteFunc(insts, func(in api.Instance) bool { return in.Config[LabelOwner] != m.cfg.Owner }), nil
+	return slices.DeleteFunc(insts, func(in api.Instance) bool { return in.Config[executor.OwnerKey] != m.cfg.Owner }), nil
 }
 
 // unreachable returns, by cluster member, the instances the server lists

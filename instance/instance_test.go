@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 )
@@ -89,7 +90,7 @@ func launch(t testing.TB, m *instance.Manager, spec instance.Spec) *instance.Ins
 func run(t testing.TB, in *instance.Instance, args ...string) string {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: args, Stdout: &out, Stderr: &errb})
+	code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: args, Stdout: &out, Stderr: &errb})
 	if err != nil || code != 0 {
 		t.Fatalf("%q: status %d, err %v, stderr %q", args, code, err, errb.String())
 	}

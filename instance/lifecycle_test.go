@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/lxc/incus/v6/shared/api"
@@ -23,12 +24,12 @@ func TestCreateLabelsStopDelete(t *testing.T) {
 	in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias, ID: "task-42", Config: map[string]string{"user.extra": "x"}})
 	is.NoErr(err)
 	is.True(strings.HasPrefix(in.Name(), instance.DefaultPrefix))
-	is.NoErr(instance.ValidateName(in.Name()))
+	is.NoErr(executor.CheckName(in.Name()))
 
 	inst, _, err := d.Client.GetInstance(in.Name())
 	is.NoErr(err)
 	is.Equal(inst.StatusCode, api.Running)
-	is.Equal(inst.Config[instance.LabelOwner], m.Owner())
+	is.Equal(inst.Config[executor.OwnerKey], m.Owner())
 	is.Equal(inst.Config[instance.LabelID], "task-42")
 	is.Equal(inst.Config["user.extra"], "x")
 	created, err := time.Parse(time.RFC3339, inst.Config[instance.LabelCreated])
@@ -45,7 +46,7 @@ func TestCreateLabelsStopDelete(t *testing.T) {
 	is.Equal(st, api.Stopped)
 	is.NoErr(in.Stop(ctx))
 
-	_, err = in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+	_, err = in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 	is.True(errors.Is(err, instance.ErrNotRunning))
 
 	is.NoErr(in.Start(ctx))
@@ -75,7 +76,7 @@ func TestCreateBadInput(t *testing.T) {
 		{"name with underscore", instance.Spec{Name: "a_b"}, instance.ErrInvalid},
 		{"name too long", instance.Spec{Name: "a" + strings.Repeat("b", 63)}, instance.ErrInvalid},
 		{"bad prefix", instance.Spec{Prefix: "9x-"}, instance.ErrInvalid},
-		{"reserved config", instance.Spec{Config: map[string]string{instance.LabelOwner: "else"}}, instance.ErrInvalid},
+		{"reserved config", instance.Spec{Config: map[string]string{executor.OwnerKey: "else"}}, instance.ErrInvalid},
 		{"bad ID", instance.Spec{ID: "has space"}, instance.ErrInvalid},
 		{"unknown image", instance.Spec{Image: "no/such/alias"}, instance.ErrNotFound},
 		{"unknown profile", instance.Spec{Profiles: []string{"default", "nope"}}, instance.ErrNotFound},
@@ -148,7 +149,7 @@ func TestReadyNetworkAndProbe(t *testing.T) {
 		NIC: "eth0", Family: "inet",
 		Probe: func(ctx context.Context, in *instance.Instance) (bool, string, error) {
 			probes++
-			code, err := in.Exec(ctx, instance.Cmd{Args: []string{"test", "-s", "/etc/resolv.conf"}})
+			code, err := in.Exec(ctx, executor.Cmd{Args: []string{"test", "-s", "/etc/resolv.conf"}})
 			return code == 0, "no /etc/resolv.conf yet", err
 		},
 	}})
@@ -221,7 +222,7 @@ func TestStopEscalatesWhenInitIgnoresSignal(t *testing.T) {
 	_, m, logs := setup(t, instance.Config{StopGrace: 2 * time.Second})
 	in := launch(t, m, instance.Spec{NoStart: true})
 	ctx := ctxFor(t, 2*time.Minute)
-	is.NoErr(in.Push(ctx, "/sbin/init", strings.NewReader(stubbornInit), instance.FileOptions{Mode: 0o755}))
+	is.NoErr(in.Push(ctx, "/sbin/init", strings.NewReader(stubbornInit), executor.FileOptions{Mode: 0o755}))
 	is.NoErr(in.Start(ctx))
 	is.NoErr(in.WaitReady(ctx, instance.Ready{}))
 	is.Equal(run(t, in, "cat", "/proc/1/cmdline"), "/bin/sh\x00/sbin/init\x00")
@@ -273,14 +274,14 @@ func TestStats(t *testing.T) {
 	})
 	run(t, in, "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
 	var out bytes.Buffer
-	_, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"dd", "if=/dev/zero", "of=/root/blob", "bs=1M", "count=8"}, Stderr: &out})
+	_, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"dd", "if=/dev/zero", "of=/root/blob", "bs=1M", "count=8"}, Stderr: &out})
 	is.NoErr(err)
 	run(t, in, "sync")
 	s, err := in.Stats(ctxFor(t, time.Minute))
 	is.NoErr(err)
 	t.Logf("%+v (pool driver %s)", s, d.PoolDriver)
 	is.Equal(s.CPUs, 1)
-	is.Equal(s.MemoryTotal, int64(256<<20))
+	is.Equal(s.MemoryTotal, uint64(256<<20))
 	is.True(s.MemoryUsed > 0 && s.MemoryUsed < s.MemoryTotal)
 	is.True(s.CPUTime > 0)
 	is.True(s.Processes >= 1)

@@ -11,15 +11,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
 // Configuration keys written on every instance this package creates, so that
-// instances leaked by a crashed host can be found (see Manager.GC).
+// instances leaked by a crashed host can be found (see Manager.GC), beside
+// executor.OwnerKey.
 const (
-	LabelOwner   = "user.incusexec.owner"
 	LabelID      = "user.incusexec.id"
 	LabelCreated = "user.incusexec.created"
 )
@@ -34,7 +35,7 @@ const (
 
 // Config configures a Manager. Owner is required; the rest has defaults.
 type Config struct {
-	// Owner labels every instance created (LabelOwner); GC deletes only
+	// Owner labels every instance created (executor.OwnerKey); GC deletes only
 	// instances with this owner.
 	Owner string
 	// Prefix starts generated instance names (DefaultPrefix when empty).
@@ -264,7 +265,7 @@ func isNetworkUnavailable(err error) bool {
 // request validates spec and builds the creation request, without a name.
 func (m *Manager) request(spec Spec) (api.InstancesPost, error) {
 	if spec.Name != "" {
-		if err := ValidateName(spec.Name); err != nil {
+		if err := checkName(spec.Name); err != nil {
 			return api.InstancesPost{}, err
 		}
 	}
@@ -283,7 +284,7 @@ func (m *Manager) request(spec Spec) (api.InstancesPost, error) {
 		}
 		cfg[k] = v
 	}
-	cfg[LabelOwner] = m.cfg.Owner
+	cfg[executor.OwnerKey] = m.cfg.Owner
 	profiles := spec.Profiles
 	if profiles == nil {
 		profiles = []string{"default"}
@@ -384,14 +385,14 @@ func (m *Manager) Instance(name string) *Instance {
 // none) is not found: a name that came from a task or a host's request
 // cannot reach another owner's instance through Get.
 func (m *Manager) Get(ctx context.Context, name string) (*Instance, error) {
-	if err := ValidateName(name); err != nil {
+	if err := checkName(name); err != nil {
 		return nil, err
 	}
 	inst, _, err := incusop.Bind(ctx, m.c).GetInstance(name)
 	if err != nil {
 		return nil, wrapErr(err, name, "get")
 	}
-	if owner := inst.Config[LabelOwner]; owner != m.Owner() {
+	if owner := inst.Config[executor.OwnerKey]; owner != m.Owner() {
 		return nil, fmt.Errorf("instance %s: get: %w (owned by %q, not %q)", name, ErrNotFound, owner, m.Owner())
 	}
 	return m.Instance(name), nil

@@ -7,32 +7,14 @@ import (
 	"io"
 	"path"
 	"strings"
+
+	"github.com/incusexec/incusexec/executor"
 )
 
-// ValidateName reports whether name can be an Incus instance name: 1 to 63
-// letters, digits and hyphens, not starting with a digit or a hyphen and not
-// ending with a hyphen.
-func ValidateName(name string) error {
-	if name == "" {
-		return fmt.Errorf("%w: empty instance name", ErrInvalid)
-	}
-	if len(name) > 63 {
-		return fmt.Errorf("%w: instance name %q is longer than 63 characters", ErrInvalid, name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9', c == '-':
-			if i == 0 {
-				return fmt.Errorf("%w: instance name %q starts with %q", ErrInvalid, name, c)
-			}
-		default:
-			return fmt.Errorf("%w: instance name %q contains %q (want letters, digits, hyphens)", ErrInvalid, name, c)
-		}
-	}
-	if strings.HasSuffix(name, "-") {
-		return fmt.Errorf("%w: instance name %q ends with a hyphen", ErrInvalid, name)
+// checkName is executor.CheckName, its error also wrapping ErrInvalid.
+func checkName(name string) error {
+	if err := executor.CheckName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -61,7 +43,7 @@ func validatePrefix(prefix string) error {
 		return fmt.Errorf("%w: name prefix %q is longer than %d characters", ErrInvalid, prefix, 63-nameSuffixLen)
 	}
 	// A prefix may end with a hyphen; the suffix follows it.
-	if err := ValidateName(prefix + "a"); err != nil {
+	if err := checkName(prefix + "a"); err != nil {
 		return fmt.Errorf("%w: name prefix %q cannot start an instance name", ErrInvalid, prefix)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/lxc/incus/v6/shared/api"
 )
@@ -214,7 +215,7 @@ const systemdWait = `while ! test -S /run/systemd/private; do sleep 0.05; done; 
 // answer.
 func (w *readyWait) systemd() (bool, string, error) {
 	var out, errb bytes.Buffer
-	code, err := w.in.Exec(w.ctx, Cmd{
+	code, err := w.in.Exec(w.ctx, executor.Cmd{
 		Args:      []string{"sh", "-c", systemdWait},
 		Stdout:    &out,
 		Stderr:    &errb,

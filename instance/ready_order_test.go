@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
@@ -50,7 +51,7 @@ func TestReadyWaitsForSystemdBeforeAskingForTheAddress(t *testing.T) {
 	calls := counter.n.Load()
 
 	var out strings.Builder
-	_, err = in.Exec(ctx, instance.Cmd{Args: []string{"systemctl", "is-system-running"}, Stdout: &out})
+	_, err = in.Exec(ctx, executor.Cmd{Args: []string{"systemctl", "is-system-running"}, Stdout: &out})
 	is.NoErr(err)
 	state := strings.TrimSpace(out.String())
 	is.True(state == "running" || state == "degraded")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	incus "github.com/lxc/incus/v6/client"
@@ -23,12 +24,12 @@ func TestStat(t *testing.T) {
 	_, m, _ := setup(t, instance.Config{})
 	in := launch(t, m, instance.Spec{})
 	ctx := ctxFor(t, time.Minute)
-	is.NoErr(in.Push(ctx, "/srv/d/f", strings.NewReader("hello\n"), instance.FileOptions{UID: 1234, GID: 99, Mode: 0o640, Parents: true}))
+	is.NoErr(in.Push(ctx, "/srv/d/f", strings.NewReader("hello\n"), executor.FileOptions{UID: 1234, GID: 99, Mode: 0o640, MkdirAll: true}))
 	run(t, in, "sh", "-c", "chown 1234:99 /srv/d && chmod 0750 /srv/d && ln -s /srv/d/f /srv/link")
 
 	st, err := in.Stat(ctx, "/srv/d/f")
 	is.NoErr(err)
-	is.Equal(st, instance.FileInfo{Mode: 0o640, UID: 1234, GID: 99, Size: 6})
+	is.Equal(st, executor.FileInfo{Path: "/srv/d/f", Mode: 0o640, UID: 1234, GID: 99, Size: 6})
 
 	st, err = in.Stat(ctx, "/srv/d/")
 	is.NoErr(err)
@@ -59,7 +60,7 @@ func TestEnsureUser(t *testing.T) {
 
 	// Exec with NoCreateUser refuses a user that does not exist, and
 	// leaves /etc/passwd alone.
-	_, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}, User: "builder", NoCreateUser: true})
+	_, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}, User: "builder", NoCreateUser: true})
 	is.True(errors.Is(err, instance.ErrUser))
 	is.True(errors.Is(err, instance.ErrNotFound))
 	is.Equal(run(t, in, "sh", "-c", "grep -c ^builder: /etc/passwd || true"), "0")
@@ -83,7 +84,7 @@ func TestEnsureUser(t *testing.T) {
 
 	// Now it exists, NoCreateUser runs as it.
 	var out strings.Builder
-	code, err := m.Instance(in.Name()).Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "id -u; echo $HOME"}, User: "builder", NoCreateUser: true, Stdout: &out})
+	code, err := m.Instance(in.Name()).Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "id -u; echo $HOME"}, User: "builder", NoCreateUser: true, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), strings.Join([]string{strconv.Itoa(u.UID), u.Home, ""}, "\n"))

@@ -6,69 +6,54 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
-// Stats is a snapshot of an instance's resource use.
-type Stats struct {
-	// CPUs is the number of CPUs the instance may use: its limits.cpu, or
-	// the host's count (0 when unknown) without a limit.
-	CPUs int
-	// CPUTime is the CPU time consumed since the start.
-	CPUTime time.Duration
-	// MemoryUsed and MemoryTotal are in bytes; MemoryTotal is the limit, or
-	// the host's memory without one (0 when unknown).
-	MemoryUsed, MemoryTotal int64
-	// DiskUsed and DiskAvailable are the root disk's bytes (DiskAvailable
-	// is 0 when the pool reports no size).
-	DiskUsed, DiskAvailable int64
-	// Processes running in the instance (-1 when unknown).
-	Processes int64
-	// Status is the instance status ("Running", "Stopped", ...).
-	Status string
-}
-
 // Stats reads the instance state API.
-func (in *Instance) Stats(ctx context.Context) (Stats, error) {
+func (in *Instance) Stats(ctx context.Context) (executor.Stats, error) {
 	c := incusop.Bind(ctx, in.m.c)
 	st, _, err := c.GetInstanceState(in.name)
 	if err != nil {
-		return Stats{}, wrapErr(err, in.name, "get state")
+		return executor.Stats{}, wrapErr(err, in.name, "get state")
 	}
 	inst, _, err := c.GetInstance(in.name)
 	if err != nil {
-		return Stats{}, wrapErr(err, in.name, "get")
+		return executor.Stats{}, wrapErr(err, in.name, "get")
 	}
-	s := Stats{
+	s := executor.Stats{
 		CPUTime:     time.Duration(st.CPU.Usage),
-		MemoryUsed:  st.Memory.Usage,
-		MemoryTotal: st.Memory.Total,
+		MemoryUsed:  byteCount(st.Memory.Usage),
+		MemoryTotal: byteCount(st.Memory.Total),
 		Processes:   st.Processes,
 		Status:      st.Status,
 	}
 	s.CPUs = cpuLimit(inst.ExpandedConfig["limits.cpu"])
-	if s.CPUs == 0 || s.MemoryTotal <= 0 {
+	if s.CPUs == 0 || s.MemoryTotal == 0 {
 		if r, ok := in.m.c.(resourcer); ok {
 			if res, err := r.GetServerResources(); err == nil {
 				if s.CPUs == 0 {
 					s.CPUs = int(res.CPU.Total)
 				}
-				if s.MemoryTotal <= 0 {
-					s.MemoryTotal = int64(res.Memory.Total)
+				if s.MemoryTotal == 0 {
+					s.MemoryTotal = res.Memory.Total
 				}
 			}
 		}
 	}
 	root := rootDisk(inst)
 	if d, ok := st.Disk[root]; ok {
-		s.DiskUsed = d.Usage
+		s.DiskUsed = byteCount(d.Usage)
 		if d.Total > 0 {
-			s.DiskAvailable = max(d.Total-d.Usage, 0)
+			s.DiskAvailable = byteCount(d.Total - d.Usage)
 		}
 	}
 	return s, nil
 }
+
+// byteCount is n, or 0 for the negative counts incusd reports as unknown.
+func byteCount(n int64) uint64 { return uint64(max(n, 0)) }
 
 // cpuLimit parses limits.cpu: a count ("2") or a CPU set ("0-3,6").
 func cpuLimit(v string) int {

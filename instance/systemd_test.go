@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/matryer/is"
 )
@@ -22,7 +23,7 @@ func TestDebianSystemdReadyAndUseradd(t *testing.T) {
 		Ready: instance.Ready{Systemd: true, NIC: "host0", Family: "inet", Timeout: time.Minute},
 	})
 	var out bytes.Buffer
-	code, err := in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"systemctl", "is-system-running"}, Stdout: &out})
+	code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"systemctl", "is-system-running"}, Stdout: &out})
 	is.NoErr(err)
 	state := strings.TrimSpace(out.String())
 	is.True(state == "running" || state == "degraded") // booted, as WaitReady said
@@ -30,7 +31,7 @@ func TestDebianSystemdReadyAndUseradd(t *testing.T) {
 
 	// Debian has useradd: a Debusine-style system user.
 	out.Reset()
-	code, err = in.Exec(ctxFor(t, time.Minute), instance.Cmd{
+	code, err = in.Exec(ctxFor(t, time.Minute), executor.Cmd{
 		Args: []string{"sh", "-c", "id -un; id -u; echo $HOME; test -d $HOME && stat -c %U $HOME"},
 		User: "_debusine", Stdout: &out,
 	})

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/pkg/sftp"
 )
 
@@ -95,7 +96,7 @@ func (in *Instance) PushTar(ctx context.Context, dst string, r io.Reader, opts T
 		switch h.Typeflag {
 		case tar.TypeDir:
 			// Written owner-only first, its own mode once its content is in.
-			if err := mkdir(c, target, FileOptions{UID: uid, GID: gid, Mode: 0o700, Parents: true}); err != nil {
+			if err := mkdir(c, target, executor.FileOptions{UID: uid, GID: gid, Mode: 0o700, MkdirAll: true}); err != nil {
 				return fileErr(ctx, in.name, "mkdir", target, err)
 			}
 			dirs = append(dirs, dirMeta{target, mode, h.ModTime})
@@ -244,9 +245,9 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// PushDir copies the host directory src into the directory dst (absolute)
+// PushTree copies the host directory src into the directory dst (absolute)
 // of the instance, as PushTar does with a tar of src.
-func (in *Instance) PushDir(ctx context.Context, src, dst string, opts TreeOptions) error {
+func (in *Instance) PushTree(ctx context.Context, src, dst string, opts TreeOptions) error {
 	if _, err := cleanAbs(dst, "destination"); err != nil {
 		return err
 	}
@@ -312,11 +313,11 @@ func writeHostTar(w io.Writer, dir string) error {
 	return tw.Close()
 }
 
-// PullDir copies the tree at src (absolute) of the instance into the host
+// PullTree copies the tree at src (absolute) of the instance into the host
 // directory dst, creating it. Everything is written beneath dst: links in
 // the stream cannot make it write elsewhere. Modes and times are kept;
 // owners as TreeOptions says.
-func (in *Instance) PullDir(ctx context.Context, src, dst string, opts TreeOptions) error {
+func (in *Instance) PullTree(ctx context.Context, src, dst string, opts TreeOptions) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("instance %s: pull directory: %w", in.name, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
@@ -86,13 +87,6 @@ func ValidateUserName(name string) error {
 	return nil
 }
 
-// User is a user of an instance, as EnsureUser returns it.
-type User struct {
-	Name     string
-	UID, GID int
-	Home     string
-}
-
 // EnsureUser returns the user called name, creating it first when it is
 // not in /etc/passwd: by Config.CreateUser when set, else useradd (a system
 // user with its own group and a home under /home) or, where the instance
@@ -100,15 +94,15 @@ type User struct {
 // directory. It is idempotent: an existing user is returned as it is.
 // A bad name is an error wrapping ErrInvalid; a failed creation ErrUser.
 // The instance must be running.
-func (in *Instance) EnsureUser(ctx context.Context, name string) (User, error) {
+func (in *Instance) EnsureUser(ctx context.Context, name string) (executor.User, error) {
 	if err := ValidateUserName(name); err != nil {
-		return User{}, err
+		return executor.User{}, err
 	}
 	a, err := in.account(ctx, name, "", true)
 	if err != nil {
-		return User{}, err
+		return executor.User{}, err
 	}
-	return User{Name: a.name, UID: int(a.uid), GID: int(a.gid), Home: a.home}, nil
+	return executor.User{Name: a.name, UID: int(a.uid), GID: int(a.gid), Home: a.home}, nil
 }
 
 // account resolves (and, with create, creates where needed) the user and
@@ -293,7 +287,7 @@ func createUser(ctx context.Context, in *Instance, user string) error {
 		return err
 	}
 	home := "/home/" + user
-	if err := in.Mkdir(ctx, home, FileOptions{UID: int(id), GID: int(id), Mode: 0o755, Parents: true}); err != nil {
+	if err := in.Mkdir(ctx, home, executor.FileOptions{UID: int(id), GID: int(id), Mode: 0o755, MkdirAll: true}); err != nil {
 		return err
 	}
 	if err := in.writeSmall(ctx, "/etc/group", appendLine(group, fmt.Sprintf("%s:x:%d:", user, id)), 0o644); err != nil {
@@ -305,7 +299,7 @@ func createUser(ctx context.Context, in *Instance, user string) error {
 // runRoot runs a command as root, bypassing user resolution.
 func (in *Instance) runRoot(ctx context.Context, stderr io.Writer, args ...string) (int, error) {
 	req := api.InstanceExecPost{Command: args, WaitForWS: true, Environment: map[string]string{}}
-	return in.exec(ctx, req, Cmd{Stderr: stderr}, in.m.cfg.KillGrace)
+	return in.exec(ctx, req, executor.Cmd{Stderr: stderr}, in.m.cfg.KillGrace)
 }
 
 // freeID returns the lowest id from 1000 that is neither a uid nor a gid.

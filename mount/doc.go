@@ -24,47 +24,16 @@
 // Acquire returns a Handle; Release gives it back. Per instance and alias,
 // the first Acquire attaches the directory and the last Release detaches it;
 // the Acquires in between only take holds. A handle is a plain value that a
-// host may store and release later, from another Manager or another process.
+// host may store and release later, from another mounter or another process.
 //
-// The Incus implementation, Manager, keeps no count of its own: the server
-// is the truth. A mounted alias is
-//
-//   - a disk device named incusexec-mount-<hash> (DeviceName; 48
-//     characters, within Incus's 63) with source set to the resolved host
-//     directory, path /data/<hash>, and readonly, shift and propagation as
-//     asked, and
-//   - an instance configuration key user.incusexec.mount.<hash> whose value
-//     is the JSON record {"alias":"<alias>","holders":{"<holder ID>":"<owner>"}}
-//     listing every hold with the Config.Owner of the manager that took it.
-//
-// Both change together in one update of the instance guarded by its ETag,
-// so the device exists exactly while the record lists holders, and an
-// update that raced with another writer (another manager, another process,
-// an operator) is refused by the server and redone on the fresh state. A
-// device without a record, or a record without its device, is not a mount
-// of this package and is never touched; an acquire that would collide with
-// it fails with ErrInUse.
-//
-// Within a process, changes to one instance are written by one goroutine at
-// a time, and everything queued while it writes goes into its next update
-// ("group commit"): a thousand concurrent Acquires of one alias attach it
-// once, in a handful of updates. An update the server refuses for one change
-// (a device that cannot be attached) is redone change by change, so only
-// that change fails. A caller whose context ends while its Acquire is being
-// written gets the context's error, and the hold is released again.
-//
-// A Manager that starts after a crash or restart therefore finds every mount
-// and every hold where the last one left them (Mounts lists them, with their
-// owners), attaches nothing twice, and releases the previous process's
-// handles if the host kept them. When an instance vanishes, ephemeral or
-// deleted, its devices and records go with it: Release of its handles
-// succeeds, Acquire and Mounts report ErrNotFound, and the manager keeps
-// nothing about it.
+// The Incus implementation is package mount/incus: it keeps the counts on
+// the server, so that a restarted host finds every hold (see its package
+// documentation).
 //
 // # The allowlist
 //
 // Sources come from tasks; the allowlist is the boundary between them and
-// the host's files. Each Manager has allowed roots (Config.AllowedRoots); a
+// the host's files. Each mounter has allowed roots ([Allowlist]); a
 // source must be absolute, exist, be a directory and, after resolving every
 // symlink, be a root or lie under one. Otherwise Acquire fails with
 // ErrNotAllowed and nothing is attached. The resolved path, not the one
@@ -106,9 +75,19 @@
 // are not checked. All holds of a mount share its options and
 // source; an Acquire asking for others fails with ErrInUse.
 //
-// # Other implementations
+// # Names, options and errors
 //
-// Package mount/hostbind implements Mounter with bind mounts into
-// per-instance directories on the host, for executors without Incus, and
-// package mount/mounttest is the conformance suite both pass.
+// The options of a mount are executor.MountOptions, checked by
+// [ValidateOptions]; instance names are checked by [CheckInstance]
+// (executor.CheckName). Errors wrap this package's sentinels, each of
+// which is also an executor sentinel (ErrNotHeld is executor.ErrNotMounted,
+// ErrNotAllowed executor.ErrNotAllowed, ...).
+//
+// # Implementations
+//
+// Package mount/incus implements Mounter with disk devices of Incus
+// instances; package mount/hostbind with bind mounts into per-instance
+// directories on the host, for executors without Incus; package
+// mount/mounttest is the conformance suite both pass. [HandleOf] finds an
+// owner's hold through any Inspector, for a backend that took none itself.
 package mount

@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/incusexec/incusexec/executor"
 )
 
 // Mounter attaches host directories to instances, shared and
@@ -21,7 +22,7 @@ type Mounter interface {
 	// of the mounter's allowed roots (ErrNotAllowed otherwise). When the alias
 	// is already attached to the instance, the handle shares that mount; its
 	// source and options must then be the same (ErrInUse otherwise).
-	Acquire(ctx context.Context, instance, alias, source string, opts Options) (Handle, error)
+	Acquire(ctx context.Context, instance, alias, source string, opts executor.MountOptions) (Handle, error)
 	// Release drops the handle's hold; the mount goes when no hold is left.
 	// Releasing a handle twice, or one the mounter never issued, fails with
 	// ErrNotHeld. Releasing a handle of an instance that no longer exists
@@ -48,24 +49,13 @@ type Handle struct {
 	Holder string
 }
 
-// Options are the properties of a mount. All handles of one mount share them.
-type Options struct {
-	// ReadOnly makes the mount read-only inside the instance.
-	ReadOnly bool
-	// Shift maps the source's owners into the instance's user namespace with
-	// an idmapped mount, so that root-owned host files are owned by the
-	// instance's root rather than by nobody (unprivileged containers only).
-	Shift bool
-	// Propagation is the mount's propagation type, one of Propagations; ""
-	// means "private".
-	Propagation string
-}
-
-// Propagations are the values Options.Propagation accepts besides "".
+// Propagations are the values executor.MountOptions.Propagation accepts
+// besides "".
 var Propagations = []string{"private", "shared", "slave", "unbindable", "rprivate", "rshared", "rslave", "runbindable"}
 
-// Validate reports an error wrapping ErrInvalid when o cannot be honoured.
-func (o Options) Validate() error {
+// ValidateOptions reports an error wrapping ErrInvalid when o cannot be
+// honoured.
+func ValidateOptions(o executor.MountOptions) error {
 	if o.Propagation == "" {
 		return nil
 	}
@@ -84,7 +74,7 @@ type Mount struct {
 	Path string
 	// Source is the host directory, symlinks resolved.
 	Source  string
-	Options Options
+	Options executor.MountOptions
 	// Holders are the handles that hold the mount, sorted by ID; the mount's
 	// reference count is len(Holders).
 	Holders []Holder
@@ -103,29 +93,29 @@ type Holder struct {
 var (
 	// ErrNotAllowed: the source is relative, missing, not a directory, or
 	// does not lie under an allowed root once symlinks are resolved.
-	ErrNotAllowed = errors.New("mount: source not allowed")
+	ErrNotAllowed = executor.Sentinel("mount: source not allowed", executor.ErrNotAllowed)
 	// ErrInvalid: a malformed alias, instance name, handle or option.
-	ErrInvalid = errors.New("mount: invalid argument")
+	ErrInvalid = executor.Sentinel("mount: invalid argument", executor.ErrInvalid)
 	// ErrInUse: the alias is attached with another source or other options,
 	// or its device name or path is taken by something this package does
 	// not manage.
-	ErrInUse = errors.New("mount: in use")
+	ErrInUse = executor.Sentinel("mount: in use", executor.ErrAlreadyExists)
 	// ErrNotFound: the instance does not exist.
-	ErrNotFound = errors.New("mount: instance not found")
+	ErrNotFound = executor.Sentinel("mount: instance not found", executor.ErrNotFound)
 	// ErrNotHeld: the handle was already released or never issued.
-	ErrNotHeld = errors.New("mount: handle not held")
+	ErrNotHeld = executor.Sentinel("mount: handle not held", executor.ErrNotMounted)
 	// ErrSourceMissing: the server found no source directory where it
 	// runs the instance. The allowlist check sees this process's host; on
 	// a cluster, the member hosting the instance must have the directory
 	// too (a shared file system, or the same path on every member).
-	ErrSourceMissing = errors.New("mount: source missing where the instance runs")
+	ErrSourceMissing = executor.Sentinel("mount: source missing where the instance runs", executor.ErrNotAllowed)
 	// ErrUnreadable: the source directory could be attached but nobody in
 	// the instance could read it: an unprivileged container without
-	// Options.Shift sees a directory whose owner and group it does not map
+	// MountOptions.Shift sees a directory whose owner and group it does not map
 	// as nobody's, so only its "other" permission bits count, and they lack
 	// read or search. Set Shift (an idmapped mount), or make the directory
 	// readable by others (chmod o+rx) or owned by an id the container maps.
-	ErrUnreadable = errors.New("mount: source unreadable inside the instance")
+	ErrUnreadable = executor.Sentinel("mount: source unreadable inside the instance", executor.ErrNotAllowed)
 )
 
 // DataDir is the directory inside an instance under which aliases appear.
@@ -175,26 +165,11 @@ func ValidateAlias(alias string) error {
 	return nil
 }
 
-// ValidateInstanceName reports an error wrapping ErrInvalid unless name is
-// a valid Incus instance name: 1 to 63 letters, digits and hyphens, not
-// starting with a digit or hyphen nor ending with a hyphen. Such names are
-// also safe as single path components.
-func ValidateInstanceName(name string) error {
-	if name == "" || len(name) > 63 {
-		return fmt.Errorf("%w: instance name %q must be 1-63 characters", ErrInvalid, name)
-	}
-	for i, c := range []byte(name) {
-		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-		digit := c >= '0' && c <= '9'
-		switch {
-		case letter:
-		case (digit || c == '-') && i > 0:
-		default:
-			return fmt.Errorf("%w: instance name %q: character %q at %d (want letters, digits, hyphens; a letter first)", ErrInvalid, name, c, i)
-		}
-	}
-	if strings.HasSuffix(name, "-") {
-		return fmt.Errorf("%w: instance name %q ends with a hyphen", ErrInvalid, name)
+// CheckInstance is executor.CheckName, its error also wrapping ErrInvalid:
+// how mounters check the instance names they are given.
+func CheckInstance(name string) error {
+	if err := executor.CheckName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -209,7 +184,7 @@ func NewHolderID() string {
 // ValidateHandle reports an error wrapping ErrInvalid when h cannot have
 // been issued by a Mounter.
 func ValidateHandle(h Handle) error {
-	if err := ValidateInstanceName(h.Instance); err != nil {
+	if err := CheckInstance(h.Instance); err != nil {
 		return fmt.Errorf("handle: %w", err)
 	}
 	if err := ValidateAlias(h.Alias); err != nil {
@@ -219,4 +194,26 @@ func ValidateHandle(h Handle) error {
 		return fmt.Errorf("%w: handle of %s on %s has no holder", ErrInvalid, h.Alias, h.Instance)
 	}
 	return nil
+}
+
+// HandleOf returns a handle on a hold of alias on instance that owner took
+// (Holder.Owner), found through insp: how a handle that took no hold
+// itself (a new process, after a restart) releases one of its owner's. It
+// fails with an error wrapping executor.ErrNotMounted when owner holds none.
+func HandleOf(ctx context.Context, insp Inspector, instance, alias, owner string) (Handle, error) {
+	ms, err := insp.Mounts(ctx, instance)
+	if err != nil {
+		return Handle{}, err
+	}
+	for _, m := range ms {
+		if m.Alias != alias {
+			continue
+		}
+		for _, hd := range m.Holders {
+			if hd.Owner == owner {
+				return Handle{Instance: instance, Alias: alias, Path: m.Path, Holder: hd.ID}, nil
+			}
+		}
+	}
+	return Handle{}, fmt.Errorf("instance %s: unmount %s: %w", instance, alias, executor.ErrNotMounted)
 }

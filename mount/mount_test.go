@@ -10,6 +10,9 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/incusexec/incusexec/executor"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
+
 	"github.com/incusexec/incusexec/mount"
 	"github.com/matryer/is"
 )
@@ -27,7 +30,7 @@ func TestAliasHash(t *testing.T) {
 			is := is.New(t)
 			is.Equal(mount.AliasHash(alias), want)
 			is.Equal(mount.Path(alias), "/data/"+want)
-			is.Equal(mount.DeviceName(alias), "incusexec-mount-"+want)
+			is.Equal(mountincus.DeviceName(alias), "incusexec-mount-"+want)
 		})
 	}
 }
@@ -60,7 +63,7 @@ func TestValidateAlias(t *testing.T) {
 	}
 }
 
-func TestValidateInstanceName(t *testing.T) {
+func TestCheckInstance(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		ok   bool
@@ -80,21 +83,21 @@ func TestValidateInstanceName(t *testing.T) {
 		{"..", false},
 		{"snap/shot", false},
 	} {
-		err := mount.ValidateInstanceName(tc.name)
+		err := mount.CheckInstance(tc.name)
 		if (err == nil) != tc.ok {
-			t.Errorf("ValidateInstanceName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+			t.Errorf("CheckInstance(%q) = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
 }
 
-func TestOptionsValidate(t *testing.T) {
+func TestValidateOptions(t *testing.T) {
 	is := is.New(t)
-	is.NoErr(mount.Options{}.Validate())
+	is.NoErr(mount.ValidateOptions(executor.MountOptions{}))
 	for _, p := range mount.Propagations {
-		is.NoErr(mount.Options{Propagation: p}.Validate())
+		is.NoErr(mount.ValidateOptions(executor.MountOptions{Propagation: p}))
 	}
-	is.True(errors.Is(mount.Options{Propagation: "Shared"}.Validate(), mount.ErrInvalid))
-	is.True(errors.Is(mount.Options{Propagation: "rbind"}.Validate(), mount.ErrInvalid))
+	is.True(errors.Is(mount.ValidateOptions(executor.MountOptions{Propagation: "Shared"}), mount.ErrInvalid))
+	is.True(errors.Is(mount.ValidateOptions(executor.MountOptions{Propagation: "rbind"}), mount.ErrInvalid))
 }
 
 func TestNewAllowlist(t *testing.T) {
@@ -159,8 +162,8 @@ func FuzzValidateAlias(f *testing.F) {
 		if !ok || len(h) != mount.HashLen || strings.Trim(h, "0123456789abcdef") != "" || filepath.Clean(p) != p {
 			t.Fatalf("Path(%q) = %q", a, p)
 		}
-		if !dev.MatchString(mount.DeviceName(a)) {
-			t.Fatalf("DeviceName(%q) = %q", a, mount.DeviceName(a))
+		if !dev.MatchString(mountincus.DeviceName(a)) {
+			t.Fatalf("DeviceName(%q) = %q", a, mountincus.DeviceName(a))
 		}
 		if a != b && mount.Path(a) == mount.Path(b) {
 			t.Fatalf("collision: %q and %q", a, b)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -101,7 +102,7 @@ func (m *Manager) ensureACL(p *netPlan) (*Change, error) {
 		if isNotFound(err) {
 			err = m.c.CreateNetworkACL(api.NetworkACLsPost{NetworkACLPost: api.NetworkACLPost{Name: p.acl}, NetworkACLPut: api.NetworkACLPut{
 				Description: desc, Egress: egress, Ingress: []api.NetworkACLRule{},
-				Config: map[string]string{OwnerKey: p.owner},
+				Config: map[string]string{executor.OwnerKey: p.owner},
 			}})
 			if err != nil {
 				if _, _, gerr := m.c.GetNetworkACL(p.acl); gerr == nil {
@@ -111,12 +112,12 @@ func (m *Manager) ensureACL(p *netPlan) (*Change, error) {
 				return nil, fmt.Errorf("create network ACL %s: %w", p.acl, err)
 			}
 			m.log.Info("network ACL created", "acl", p.acl, "isolation", p.Isolation)
-			return &Change{Kind: KindACL, Name: p.acl, Action: Created, Keys: []string{"config." + OwnerKey, "description", "egress", "ingress"}}, nil
+			return &Change{Kind: KindACL, Name: p.acl, Action: Created, Keys: []string{"config." + executor.OwnerKey, "description", "egress", "ingress"}}, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ensure network ACL %s: %w", p.acl, err)
 		}
-		if o := cur.Config[OwnerKey]; o != p.owner {
+		if o := cur.Config[executor.OwnerKey]; o != p.owner {
 			return nil, fmt.Errorf("%w: network ACL %s belongs to %q, not %q", ErrNotOwned, p.acl, o, p.owner)
 		}
 		put := cur.Writable()
@@ -159,7 +160,7 @@ func (m *Manager) dropACL(p *netPlan) (*Change, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up network ACL %s: %w", p.acl, err)
 	}
-	if cur.Config[OwnerKey] != p.owner || len(cur.UsedBy) > 0 {
+	if cur.Config[executor.OwnerKey] != p.owner || len(cur.UsedBy) > 0 {
 		return nil, nil
 	}
 	if err := m.c.DeleteNetworkACL(p.acl); err != nil && !isNotFound(err) {

@@ -8,6 +8,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/incusexec/incusexec/executor"
 )
 
 // Cleanup removes the profiles, networks and isolation ACLs labelled with
@@ -36,19 +38,19 @@ func (m *Manager) Cleanup(ctx context.Context, owner string) ([]Change, error) {
 	doomed := map[string]bool{}
 	var plan []Change
 	for _, p := range profiles {
-		if p.Name != "default" && p.Config[OwnerKey] == owner {
+		if p.Name != "default" && p.Config[executor.OwnerKey] == owner {
 			plan = append(plan, Change{Kind: KindProfile, Name: p.Name, Action: Deleted})
 			doomed["profiles/"+p.Name] = true
 		}
 	}
 	for _, n := range networks {
-		if n.Managed && n.Config[OwnerKey] == owner {
+		if n.Managed && n.Config[executor.OwnerKey] == owner {
 			plan = append(plan, Change{Kind: KindNetwork, Name: n.Name, Action: Deleted})
 			doomed["networks/"+n.Name] = true
 		}
 	}
 	for _, a := range acls {
-		if a.Config[OwnerKey] == owner {
+		if a.Config[executor.OwnerKey] == owner {
 			plan = append(plan, Change{Kind: KindACL, Name: a.Name, Action: Deleted})
 		}
 	}
@@ -77,7 +79,7 @@ func (m *Manager) Cleanup(ctx context.Context, owner string) ([]Change, error) {
 		}
 	}
 	for _, a := range acls {
-		if a.Config[OwnerKey] == owner {
+		if a.Config[executor.OwnerKey] == owner {
 			note(KindACL, a.Name, a.UsedBy)
 		}
 	}

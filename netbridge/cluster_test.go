@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/netbridge"
@@ -70,7 +71,7 @@ func TestClusterEnsureAndCleanup(t *testing.T) {
 	is.Equal(locs, members)                          // on every member
 	is.Equal(got.Description, "cluster test bridge") // kept through the per-member definition
 	is.Equal(got.Config["ipv4.nat"], "false")
-	is.Equal(got.Config[netbridge.OwnerKey], prefix)
+	is.Equal(got.Config[executor.OwnerKey], prefix)
 	for _, mem := range c.Members {
 		perMember, _, err := c.Client.UseTarget(mem.Name).GetNetwork(n.Name)
 		is.NoErr(err)

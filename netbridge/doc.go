@@ -10,7 +10,7 @@
 //     limit) with an IPv4 subnet given or picked to collide with no host
 //     address or route and no other Incus network ([PickSubnet]), IPv6 on or
 //     off, NAT on or off, DHCP ranges, MTU, description and the owner label
-//     user.incusexec.owner ([OwnerKey]). Called again it corrects the keys
+//     user.incusexec.owner ([executor.OwnerKey]). Called again it corrects the keys
 //     it owns that drifted, leaves every other key alone, and reports each
 //     [Change] it made: none when all was in order. Many goroutines and
 //     processes may call it at once: whoever loses the race to create reads

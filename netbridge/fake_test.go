@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/incusexec/incusexec/executor"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
@@ -71,7 +72,7 @@ func (f *fakeDaemon) GetNetwork(name string) (*api.Network, string, error) {
 }
 
 func (f *fakeDaemon) CreateNetwork(post api.NetworksPost) error {
-	f.calls = append(f.calls, fmt.Sprintf("create %s %s", post.Name, post.Config[OwnerKey]))
+	f.calls = append(f.calls, fmt.Sprintf("create %s %s", post.Name, post.Config[executor.OwnerKey]))
 	if f.failCreate != nil {
 		return f.failCreate
 	}

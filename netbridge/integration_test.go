@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/netbridge"
 	incus "github.com/lxc/incus/v6/client"
@@ -65,7 +66,7 @@ func TestEnsureTwiceIsNoOp(t *testing.T) {
 
 	got, _, err := d.Client.GetNetwork(n.Name)
 	is.NoErr(err)
-	is.Equal(got.Config[netbridge.OwnerKey], prefix)
+	is.Equal(got.Config[executor.OwnerKey], prefix)
 	is.Equal(got.Config["ipv4.nat"], "false")
 	is.Equal(got.Config["ipv6.address"], "none")
 	is.Equal(got.Config["bridge.mtu"], "1400")
@@ -205,7 +206,7 @@ func TestConcurrentEnsuresCreateOneOfEach(t *testing.T) {
 	is.NoErr(err)
 	owned := 0
 	for _, n := range nets {
-		if n.Config[netbridge.OwnerKey] == prefix {
+		if n.Config[executor.OwnerKey] == prefix {
 			owned++
 		}
 	}
@@ -214,7 +215,7 @@ func TestConcurrentEnsuresCreateOneOfEach(t *testing.T) {
 	is.NoErr(err)
 	owned = 0
 	for _, p := range profs {
-		if p.Config[netbridge.OwnerKey] == prefix {
+		if p.Config[executor.OwnerKey] == prefix {
 			owned++
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/matryer/is"
 )
 
@@ -96,7 +97,7 @@ func TestOwnedConfig(t *testing.T) {
 	is.NoErr(err)
 	want := p.ownedConfig(nil, gw)
 	is.Equal(want, map[string]string{
-		OwnerKey: "x", "ipv4.address": "10.9.8.1/24", "ipv4.nat": "false", "ipv6.address": "none",
+		executor.OwnerKey: "x", "ipv4.address": "10.9.8.1/24", "ipv4.nat": "false", "ipv6.address": "none",
 		"bridge.mtu": "1400", "ipv4.dhcp.ranges": "10.9.8.10-10.9.8.20", "security.acls": "x-br-isolation",
 	})
 	// Other ACLs on the list are kept, ours is added once.

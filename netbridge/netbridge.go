@@ -1,42 +1,37 @@
 package netbridge
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
 	"sync"
 
+	"github.com/incusexec/incusexec/executor"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
-
-// OwnerKey is the config key that marks networks, profiles and ACLs as
-// belonging to an owner; Ensure sets it and Cleanup only removes objects
-// carrying it.
-const OwnerKey = "user.incusexec.owner"
 
 // Errors returned (wrapped, naming the object at fault) by this package.
 var (
 	// ErrInvalid: a spec field is malformed (a name, a prefix too long for
 	// the 15-byte interface limit, a DHCP range outside the subnet, ...).
-	ErrInvalid = errors.New("netbridge: invalid specification")
+	ErrInvalid = executor.Sentinel("netbridge: invalid specification", executor.ErrInvalid)
 	// ErrSubnetInUse: the requested subnet overlaps a host address or route
 	// or another Incus network.
-	ErrSubnetInUse = errors.New("netbridge: subnet in use")
+	ErrSubnetInUse = executor.Sentinel("netbridge: subnet in use", executor.ErrAlreadyExists)
 	// ErrNoFreeSubnet: no free subnet was left to pick automatically.
-	ErrNoFreeSubnet = errors.New("netbridge: no free subnet")
+	ErrNoFreeSubnet = executor.Sentinel("netbridge: no free subnet", executor.ErrUnavailable)
 	// ErrNotOwned: an object of that name exists but does not carry the
 	// owner's label (or is not a managed bridge); it is left alone.
-	ErrNotOwned = errors.New("netbridge: exists and is not owned")
+	ErrNotOwned = executor.Sentinel("netbridge: exists and is not owned", executor.ErrNotAllowed)
 	// ErrPoolNotFound: a profile's root disk names a missing storage pool.
-	ErrPoolNotFound = errors.New("netbridge: storage pool not found")
+	ErrPoolNotFound = executor.Sentinel("netbridge: storage pool not found", executor.ErrNotFound)
 	// ErrNetworkNotFound: a profile's NIC names a missing network.
-	ErrNetworkNotFound = errors.New("netbridge: network not found")
+	ErrNetworkNotFound = executor.Sentinel("netbridge: network not found", executor.ErrNotFound)
 	// ErrInUse: Cleanup found owned objects still used by instances or by
 	// objects it does not own.
-	ErrInUse = errors.New("netbridge: in use")
+	ErrInUse = executor.Sentinel("netbridge: in use", executor.ErrNotAllowed)
 )
 
 // Client is the part of the Incus client this package calls;

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -210,8 +211,8 @@ func ula6(name string) netip.Prefix {
 // key that drifted must come back.
 func (p *netPlan) ownedConfig(cur map[string]string, picked netip.Prefix) map[string]string {
 	want := map[string]string{
-		OwnerKey:   p.owner,
-		"ipv4.nat": strconv.FormatBool(p.NAT),
+		executor.OwnerKey: p.owner,
+		"ipv4.nat":        strconv.FormatBool(p.NAT),
 	}
 	switch {
 	case p.IPv4.IsValid():
@@ -315,7 +316,7 @@ var errLostRace = errors.New("lost creation race")
 // instantiated, as a crash between the two steps leaves it; its config
 // (and so the owner label) only arrives with the second step.
 func isUnfinished(n *api.Network) bool {
-	return n.Status == api.NetworkStatusPending && n.Config[OwnerKey] == ""
+	return n.Status == api.NetworkStatusPending && n.Config[executor.OwnerKey] == ""
 }
 
 func (p *netPlan) checkOwned(cur *api.Network) error {
@@ -324,11 +325,11 @@ func (p *netPlan) checkOwned(cur *api.Network) error {
 		return fmt.Errorf("%w: network %s is a host interface, not a network managed by Incus", ErrNotOwned, p.Name)
 	case cur.Type != "bridge":
 		return fmt.Errorf("%w: network %s is of type %s, not a bridge", ErrNotOwned, p.Name, cur.Type)
-	case cur.Config[OwnerKey] != p.owner:
-		if o := cur.Config[OwnerKey]; o != "" {
+	case cur.Config[executor.OwnerKey] != p.owner:
+		if o := cur.Config[executor.OwnerKey]; o != "" {
 			return fmt.Errorf("%w: network %s belongs to %q, not %q", ErrNotOwned, p.Name, o, p.owner)
 		}
-		return fmt.Errorf("%w: network %s has no %s label (it was not created by incusexec)", ErrNotOwned, p.Name, OwnerKey)
+		return fmt.Errorf("%w: network %s has no %s label (it was not created by incusexec)", ErrNotOwned, p.Name, executor.OwnerKey)
 	}
 	return nil
 }

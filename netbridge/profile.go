@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -95,7 +96,7 @@ func (s ProfileSpec) plan() (*profilePlan, error) {
 		return nil, fmt.Errorf("profile %s: %w", s.Name, err)
 	}
 	p := &profilePlan{name: s.Name, owner: s.Owner, desc: s.Description, pool: s.Pool, network: s.Network,
-		config: map[string]string{OwnerKey: s.Owner}, devices: map[string]map[string]string{}}
+		config: map[string]string{executor.OwnerKey: s.Owner}, devices: map[string]map[string]string{}}
 	if p.desc == "" {
 		p.desc = "incusexec profile of " + s.Owner
 	}
@@ -222,9 +223,9 @@ func (m *Manager) EnsureProfile(ctx context.Context, spec ProfileSpec) (*Profile
 		if err != nil {
 			return nil, fmt.Errorf("ensure profile %s: %w", p.name, err)
 		}
-		if o := cur.Config[OwnerKey]; o != p.owner {
+		if o := cur.Config[executor.OwnerKey]; o != p.owner {
 			if o == "" {
-				return nil, fmt.Errorf("%w: profile %s has no %s label (it was not created by incusexec)", ErrNotOwned, p.name, OwnerKey)
+				return nil, fmt.Errorf("%w: profile %s has no %s label (it was not created by incusexec)", ErrNotOwned, p.name, executor.OwnerKey)
 			}
 			return nil, fmt.Errorf("%w: profile %s belongs to %q, not %q", ErrNotOwned, p.name, o, p.owner)
 		}

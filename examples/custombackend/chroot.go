@@ -295,9 +295,9 @@ type Instance struct {
 	keeper  *exec.Cmd
 	pgids   map[int]bool // process groups of the keeper and of running commands
 	cpu     time.Duration
-	handles map[string][]mount.Handle
+	holds   executor.MountHolds[mount.Handle]
 
-	users sync.Mutex // serialises CreateUser
+	users sync.Mutex // serialises EnsureUser
 }
 
 var _ executor.Instance = (*Instance)(nil)
@@ -433,7 +433,8 @@ func (i *Instance) Delete(ctx context.Context) error {
 		return fmt.Errorf("instance %s: delete: %w", i.name, err)
 	}
 	i.mu.Lock()
-	i.gone, i.handles = true, nil
+	i.gone = true
+	i.holds.Clear()
 	i.mu.Unlock()
 	i.e.mu.Lock()
 	delete(i.e.insts, i.name)
@@ -958,9 +959,9 @@ func (i *Instance) PullTree(ctx context.Context, src, hostDir string) error {
 	})
 }
 
-// CreateUser adds the user and its group to /etc/passwd and /etc/group,
+// EnsureUser adds the user and its group to /etc/passwd and /etc/group,
 // with a home directory.
-func (i *Instance) CreateUser(ctx context.Context, name string) (executor.User, error) {
+func (i *Instance) EnsureUser(ctx context.Context, name string) (executor.User, error) {
 	if err := instance.ValidateUserName(name); err != nil {
 		return executor.User{}, fmt.Errorf("create user %q: %w", name, executor.ErrInvalid)
 	}
@@ -1029,16 +1030,11 @@ func (i *Instance) Mount(ctx context.Context, alias, source string, opts executo
 	if gone, _ := i.state(); gone {
 		return "", i.errGone("mount " + alias)
 	}
-	h, err := i.e.mounts.Acquire(ctx, i.name, alias, source, mount.Options{ReadOnly: opts.ReadOnly, Shift: opts.Shift, Propagation: opts.Propagation})
+	h, err := i.e.mounts.Acquire(ctx, i.name, alias, source, opts)
 	if err != nil {
-		return "", mountErr(err)
+		return "", err
 	}
-	i.mu.Lock()
-	if i.handles == nil {
-		i.handles = map[string][]mount.Handle{}
-	}
-	i.handles[alias] = append(i.handles[alias], h)
-	i.mu.Unlock()
+	i.holds.Add(alias, h)
 	return h.Path, nil
 }
 
@@ -1048,46 +1044,10 @@ func (i *Instance) Unmount(ctx context.Context, alias string) error {
 	if gone, _ := i.state(); gone {
 		return i.errGone("unmount " + alias)
 	}
-	i.mu.Lock()
-	hs := i.handles[alias]
-	var h mount.Handle
-	found := len(hs) > 0
-	if found {
-		h, i.handles[alias] = hs[len(hs)-1], hs[:len(hs)-1]
+	find := func(ctx context.Context) (mount.Handle, error) {
+		return mount.HandleOf(ctx, i.e.mounts, i.name, alias, i.e.cfg.Owner)
 	}
-	i.mu.Unlock()
-	if !found {
-		ms, err := i.e.mounts.Mounts(ctx, i.name)
-		if err != nil {
-			return mountErr(err)
-		}
-		for _, m := range ms {
-			for _, hd := range m.Holders {
-				if m.Alias == alias && !found && hd.Owner == i.e.cfg.Owner {
-					h, found = mount.Handle{Instance: i.name, Alias: alias, Path: m.Path, Holder: hd.ID}, true
-				}
-			}
-		}
-		if !found {
-			return fmt.Errorf("instance %s: unmount %s: %w", i.name, alias, executor.ErrNotMounted)
-		}
-	}
-	return mountErr(i.e.mounts.Release(ctx, h))
-}
-
-func mountErr(err error) error {
-	for _, m := range []struct{ part, ours error }{
-		{mount.ErrNotAllowed, executor.ErrNotAllowed},
-		{mount.ErrInvalid, executor.ErrInvalid},
-		{mount.ErrNotFound, executor.ErrNotFound},
-		{mount.ErrNotHeld, executor.ErrNotMounted},
-		{mount.ErrInUse, executor.ErrAlreadyExists},
-	} {
-		if errors.Is(err, m.part) {
-			return fmt.Errorf("%w: %w", m.ours, err)
-		}
-	}
-	return err
+	return i.holds.Release(ctx, alias, find, i.e.mounts.Release)
 }
 
 // Stats reads the instance's processes from /proc (its process groups)

@@ -96,7 +96,7 @@ func demo(ctx context.Context, print func(string) (int, error)) error {
 		return err
 	}
 	say("instance %s started (a chroot directory with a main process)", in.Name())
-	u, err := in.CreateUser(ctx, "worker")
+	u, err := in.EnsureUser(ctx, "worker")
 	if err != nil {
 		return err
 	}

@@ -40,12 +40,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/netbridge"
-	incus "github.com/lxc/incus/v6/client"
+	incusclient "github.com/lxc/incus/v6/client"
 )
 
 func main() {
@@ -117,16 +119,16 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 		o.id = "debusine-example-" + suite
 	}
 
-	c, err := incus.ConnectIncusUnixWithContext(bg, o.socket, nil)
+	c, err := incusclient.ConnectIncusUnixWithContext(bg, o.socket, nil)
 	if err != nil {
 		return fmt.Errorf("connect to Incus: %w", err)
 	}
-	pool, madePool, err := executor.EnsurePool(ctx, c, executor.PoolSpec{Name: o.pool, Fallback: "debusine-example",
+	pool, madePool, err := incus.EnsurePool(ctx, c, incus.PoolSpec{Name: o.pool, Fallback: "debusine-example",
 		Owner: o.owner, Description: "created by the debusine example for " + o.owner})
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(bg, executor.Config{
+	b, err := incus.NewBackend(bg, incus.Config{
 		Client:  c,
 		Owner:   o.owner,
 		Prefix:  "debusine-",
@@ -139,12 +141,12 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 		if madePool {
 			cctx, cancel := cleanupCtx()
 			defer cancel()
-			err = errors.Join(err, executor.RemovePool(cctx, c, pool, o.owner))
+			err = errors.Join(err, incus.RemovePool(cctx, c, pool, o.owner))
 		}
 		return err
 	}
 	say("bridge %s %s (NAT off), profile %s (NIC host0, root on %s)", b.Network().Name, b.Network().IPv4, b.Profile().Name, pool)
-	ex, err := b.Executor(executor.Image{ID: o.id, Tarball: o.tarball, Metadata: meta})
+	ex, err := b.Executor(incus.Image{ID: o.id, Tarball: o.tarball, Metadata: meta})
 	if err != nil {
 		return err
 	}
@@ -165,7 +167,7 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 			removed = append(removed, ch.Kind+" "+ch.Name)
 		}
 		if madePool && cerr == nil {
-			if perr := executor.RemovePool(cctx, c, pool, o.owner); perr != nil {
+			if perr := incus.RemovePool(cctx, c, pool, o.owner); perr != nil {
 				err = errors.Join(err, perr)
 			} else {
 				removed = append(removed, "storage-pool "+pool)
@@ -202,7 +204,7 @@ func work(ctx context.Context, o options, stdout, stderr io.Writer) (err error) 
 	}
 	say("instance %s (ephemeral) up, systemd running, in %.1fs", inst.Name(), time.Since(t0).Seconds())
 
-	user, err := inst.CreateUser(ctx, taskUser)
+	user, err := inst.EnsureUser(ctx, taskUser)
 	if err != nil {
 		return err
 	}

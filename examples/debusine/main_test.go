@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/imagebuild/imagetest"
-	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/matryer/is"
 )
@@ -54,7 +54,7 @@ func TestDebusine(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	insts, err := d.Client.GetInstancesWithFilter("", []string{"config." + instance.LabelOwner + "=" + owner})
+	insts, err := d.Client.GetInstancesWithFilter("", []string{"config." + executor.OwnerKey + "=" + owner})
 	is.NoErr(err)
 	is.Equal(len(insts), 0)
 	_, _, err = d.Client.GetImageAlias(imagebuild.AliasPrefix + id)

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
-	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/mount"
@@ -22,7 +22,7 @@ import (
 // owned returns the names of the instances labelled with owner.
 func owned(t *testing.T, d *incustest.Daemon, owner string) []string {
 	t.Helper()
-	insts, err := d.Client.GetInstancesWithFilter("", []string{"config." + instance.LabelOwner + "=" + owner})
+	insts, err := d.Client.GetInstancesWithFilter("", []string{"config." + executor.OwnerKey + "=" + owner})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,10 @@ import (
 	"strings"
 	"time"
 
+	incusclient "github.com/lxc/incus/v6/client"
+
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/internal/bench"
@@ -23,34 +27,52 @@ import (
 	"github.com/incusexec/incusexec/netbridge"
 )
 
-// placeholderImage binds the executor that commands on existing instances
-// use: executor.IncusExecutor.Instance does not look at the image, but an
-// executor cannot be had without one.
-const placeholderImage = "incusexec/any"
-
 // plainConfig is the configuration without the bridge and profile, for
 // commands that must not change them.
-func (a *app) plainConfig() (executor.Config, error) {
+func (a *app) plainConfig() (incus.Config, error) {
 	cfg, _, err := a.executorConfig()
 	cfg.Network, cfg.Profile = nil, nil
 	return cfg, err
 }
 
-// instance returns a handle on the existing instance name.
-func (a *app) instance(ctx context.Context, cfg executor.Config, name string) (*executor.Backend, *executor.IncusInstance, error) {
+// backend is the connect preamble of the commands that work on what exists:
+// the backend of plainConfig, changed by edit first when edit is not nil.
+// The caller closes it. (setup and create, which make sure of the bridge
+// and profile, connect with the whole configuration.)
+func (a *app) backend(ctx context.Context, edit func(*incus.Config)) (*incus.Backend, incus.Config, error) {
+	cfg, err := a.plainConfig()
+	if err != nil {
+		return nil, cfg, err
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	b, err := incus.NewBackend(ctx, cfg)
+	return b, cfg, err
+}
+
+// client is the connection alone, for commands that need no backend (no
+// event listener, mount or bridge manager): images, virt-server.
+func (a *app) client(ctx context.Context) (incusclient.InstanceServer, incus.Config, error) {
+	cfg, err := a.plainConfig()
+	if err != nil {
+		return nil, cfg, err
+	}
+	c, err := incus.Connect(ctx, cfg)
+	return c, cfg, err
+}
+
+// instance returns a handle on the existing instance name, and the backend
+// it belongs to (the caller closes it).
+func (a *app) instance(ctx context.Context, name string, edit func(*incus.Config)) (*incus.Backend, *incus.Instance, error) {
 	if err := executor.CheckName(name); err != nil {
 		return nil, nil, err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, _, err := a.backend(ctx, edit)
 	if err != nil {
 		return nil, nil, err
 	}
-	ex, err := b.Executor(executor.Image{Alias: placeholderImage})
-	if err != nil {
-		b.Close()
-		return nil, nil, err
-	}
-	in, err := ex.Instance(ctx, name)
+	in, err := b.Instance(ctx, name)
 	if err != nil {
 		b.Close()
 		return nil, nil, err
@@ -136,10 +158,10 @@ func cmdSetup(ctx context.Context, a *app, args []string) error {
 
 // setupResult is what setup made sure of.
 type setupResult struct {
-	backend     *executor.Backend
+	backend     *incus.Backend
 	pool        string
 	poolCreated bool
-	poolChoice  executor.PoolChoice
+	poolChoice  incus.PoolChoice
 	nat         bool
 }
 
@@ -193,28 +215,27 @@ func (r *setupResult) report() any {
 
 // setup makes sure of a storage pool, then of the bridge and the profile,
 // and returns the backend that ensured them.
-func setup(ctx context.Context, a *app, cfg executor.Config, ns netbridge.NetworkSpec, ps netbridge.ProfileSpec) (*setupResult, error) {
+func setup(ctx context.Context, a *app, cfg incus.Config, ns netbridge.NetworkSpec, ps netbridge.ProfileSpec) (*setupResult, error) {
 	plain := cfg
 	plain.Network, plain.Profile = nil, nil
-	b0, err := executor.NewBackend(ctx, plain)
+	c, err := incus.Connect(ctx, plain)
 	if err != nil {
 		return nil, err
 	}
-	defer b0.Close()
-	choice, err := executor.EnsurePoolChoice(ctx, b0.Client(), executor.PoolSpec{Name: ps.Pool, Owner: cfg.Owner, Logger: a.log})
+	choice, err := incus.EnsurePoolChoice(ctx, c, incus.PoolSpec{Name: ps.Pool, Owner: cfg.Owner, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
 	pool, created := choice.Name, choice.Created
 	ps.Pool = pool
-	cfg.Client = b0.Client()
+	cfg.Client = c
 	cfg.Network, cfg.Profile = &ns, &ps
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		if created {
 			cctx, cancel := cleanupCtx(ctx)
 			defer cancel()
-			_ = executor.RemovePool(cctx, b0.Client(), pool, cfg.Owner)
+			_ = incus.RemovePool(cctx, c, pool, cfg.Owner)
 		}
 		return nil, err
 	}
@@ -263,22 +284,17 @@ func cmdImageImport(ctx context.Context, a *app, args []string) error {
 		return usageErr("want image import TARBALL --alias A")
 	}
 	id, _ := strings.CutPrefix(*alias, imagebuild.AliasPrefix)
-	cfg, err := a.plainConfig()
+	c, cfg, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
 	opts := imagebuild.Options{Mode: imagebuild.Mode(*mode), Compression: imagebuild.Compression(*comp), Replace: *replace, Owner: cfg.Owner}
 	if *vm {
 		opts.Type = imagebuild.VirtualMachine
 	}
 	bar := a.progressBar("importing " + filepath.Base(pos[0]))
 	opts.Progress = bar.update
-	im := &imagebuild.Importer{Client: b.Client(), Logger: a.log}
+	im := &imagebuild.Importer{Client: c, Logger: a.log}
 	img, err := im.Import(ctx, imagebuild.Source{ID: id, Path: pos[0], Metadata: imagebuild.Metadata{
 		Architecture: *arch, OS: *osName, Release: *release, Description: *desc, Profiles: profiles,
 	}}, opts)
@@ -306,16 +322,11 @@ func cmdImageRm(ctx context.Context, a *app, args []string) error {
 	if len(pos) != 1 {
 		return usageErr("want image rm ALIAS")
 	}
-	cfg, err := a.plainConfig()
+	c, _, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	im := &imagebuild.Importer{Client: b.Client(), Logger: a.log}
+	im := &imagebuild.Importer{Client: c, Logger: a.log}
 	err = im.Delete(ctx, pos[0])
 	if errors.Is(err, imagebuild.ErrInUse) {
 		fmt.Fprintf(a.stdout, "alias %s removed; the image stays while instances use it\n", pos[0])
@@ -390,7 +401,7 @@ func (f *instanceFlags) register(fs *flag.FlagSet) {
 
 // create makes and starts an instance as the flags say; on failure (or
 // cancellation) it leaves none behind.
-func (f *instanceFlags) create(ctx context.Context, a *app, id string, name string) (*executor.Backend, executor.Instance, error) {
+func (f *instanceFlags) create(ctx context.Context, a *app, id string, name string) (*incus.Backend, executor.Instance, error) {
 	if *f.image == "" {
 		return nil, nil, usageErr("--image is required")
 	}
@@ -411,11 +422,11 @@ func (f *instanceFlags) create(ctx context.Context, a *app, id string, name stri
 			return nil, nil, usageErr("--ready: %v", err)
 		}
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	ex, err := b.Executor(executor.Image{Alias: *f.image, VM: *f.vm})
+	ex, err := b.Executor(incus.Image{Alias: *f.image, VM: *f.vm})
 	if err != nil {
 		b.Close()
 		return nil, nil, err
@@ -465,7 +476,7 @@ func (f *execFlags) prepareUser(ctx context.Context, in executor.Instance) (exec
 	if _, err := strconv.Atoi(u); err == nil {
 		return executor.User{}, nil
 	}
-	return in.CreateUser(ctx, u)
+	return in.EnsureUser(ctx, u)
 }
 
 // exec runs cmd with the flags and the app's streams; a non-zero exit
@@ -687,7 +698,7 @@ func cmdLaunch(ctx context.Context, a *app, args []string) error {
 // ---- commands on an existing instance ----
 
 // oneInstance parses NAME and flags, and returns the instance.
-func oneInstance(ctx context.Context, a *app, fs *flag.FlagSet, args []string, npos int, usage string) (*executor.Backend, *executor.IncusInstance, []string, []string, error) {
+func oneInstance(ctx context.Context, a *app, fs *flag.FlagSet, args []string, npos int, usage string) (*incus.Backend, *incus.Instance, []string, []string, error) {
 	pos, argv, err := parse(fs, args)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -695,11 +706,7 @@ func oneInstance(ctx context.Context, a *app, fs *flag.FlagSet, args []string, n
 	if len(pos) < 1 || (npos >= 0 && len(pos) != npos) {
 		return nil, nil, nil, nil, usageErr("want %s", usage)
 	}
-	cfg, err := a.plainConfig()
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	b, in, err := a.instance(ctx, cfg, pos[0])
+	b, in, err := a.instance(ctx, pos[0], nil)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -841,11 +848,7 @@ func cmdMount(ctx context.Context, a *app, args []string) error {
 	if err := a.allowSources([]mountSpec{{alias: pos[1], src: pos[2]}}); err != nil {
 		return err
 	}
-	cfg, err := a.plainConfig()
-	if err != nil {
-		return err
-	}
-	b, in, err := a.instance(ctx, cfg, pos[0])
+	b, in, err := a.instance(ctx, pos[0], nil)
 	if err != nil {
 		return err
 	}
@@ -883,14 +886,11 @@ func cmdStop(ctx context.Context, a *app, args []string) error {
 	if len(pos) != 1 {
 		return usageErr("want stop NAME")
 	}
-	cfg, err := a.plainConfig()
-	if err != nil {
-		return err
-	}
-	if *timeout > 0 {
-		cfg.StopGrace = *timeout
-	}
-	b, in, err := a.instance(ctx, cfg, pos[0])
+	b, in, err := a.instance(ctx, pos[0], func(cfg *incus.Config) {
+		if *timeout > 0 {
+			cfg.StopGrace = *timeout
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -935,20 +935,12 @@ func cmdList(ctx context.Context, a *app, args []string) error {
 	if len(pos) > 0 {
 		return usageErr("unexpected arguments %q", pos)
 	}
-	cfg, err := a.plainConfig()
-	if err != nil {
-		return err
-	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, _, err := a.backend(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	ex, err := b.Executor(executor.Image{Alias: placeholderImage})
-	if err != nil {
-		return err
-	}
-	names, err := ex.List(ctx)
+	names, err := b.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -959,7 +951,7 @@ func cmdList(ctx context.Context, a *app, args []string) error {
 	rows := []row{}
 	for _, n := range names {
 		r := row{Name: n, Status: "?"}
-		if in, err := ex.Instance(ctx, n); err == nil {
+		if in, err := b.Instance(ctx, n); err == nil {
 			if st, err := in.Part().Status(ctx); err == nil {
 				r.Status = st.String()
 			}
@@ -989,26 +981,23 @@ func cmdVirtArgs(ctx context.Context, a *app, args []string) error {
 	if len(pos) > 0 || *image == "" {
 		return usageErr("want virt-args --image A")
 	}
-	cfg, err := a.plainConfig()
-	if err != nil {
-		return err
-	}
 	_, fc, _ := a.executorConfig()
-	if fc != nil && fc.Profile != nil && fc.Profile.Name != "" {
-		cfg.Profiles = append(slices.Clone(cfg.Profiles), fc.Profile.Name)
-	}
-	if *profile != "" {
-		cfg.Profiles = append(slices.Clone(cfg.Profiles), *profile)
-	}
-	if len(cfg.Profiles) == 0 {
-		cfg.Profiles = []string{"default"}
-	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, _, err := a.backend(ctx, func(cfg *incus.Config) {
+		if fc != nil && fc.Profile != nil && fc.Profile.Name != "" {
+			cfg.Profiles = append(slices.Clone(cfg.Profiles), fc.Profile.Name)
+		}
+		if *profile != "" {
+			cfg.Profiles = append(slices.Clone(cfg.Profiles), *profile)
+		}
+		if len(cfg.Profiles) == 0 {
+			cfg.Profiles = []string{"default"}
+		}
+	})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	ex, err := b.Executor(executor.Image{Alias: *image, VM: *vm})
+	ex, err := b.Executor(incus.Image{Alias: *image, VM: *vm})
 	if err != nil {
 		return err
 	}
@@ -1030,11 +1019,7 @@ func cmdGC(ctx context.Context, a *app, args []string) error {
 	if len(pos) > 0 {
 		return usageErr("unexpected arguments %q", pos)
 	}
-	cfg, err := a.plainConfig()
-	if err != nil {
-		return err
-	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, cfg, err := a.backend(ctx, nil)
 	if err != nil {
 		return err
 	}

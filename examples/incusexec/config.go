@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/incusexec/incusexec/executor"
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/netbridge"
 	"gopkg.in/yaml.v2"
@@ -104,12 +105,12 @@ type globals struct {
 // executorConfig merges the config file and the flags (flags win) into
 // the library's configuration. Network and profile specs come from the
 // file only; setup and demo add their own.
-func (a *app) executorConfig() (executor.Config, *fileConfig, error) {
+func (a *app) executorConfig() (incus.Config, *fileConfig, error) {
 	fc := &fileConfig{}
 	if a.g.config != "" {
 		var err error
 		if fc, err = loadConfig(a.g.config); err != nil {
-			return executor.Config{}, nil, err
+			return incus.Config{}, nil, err
 		}
 	}
 	set := func(dst *string, v string) {
@@ -125,7 +126,7 @@ func (a *app) executorConfig() (executor.Config, *fileConfig, error) {
 	if fc.Owner == "" {
 		fc.Owner = defaultOwner
 	}
-	cfg := executor.Config{
+	cfg := incus.Config{
 		Socket: fc.Socket, Remote: fc.Remote,
 		ClientCert: fc.ClientCert, ClientKey: fc.ClientKey, ServerCert: fc.ServerCert,
 		Project: fc.Project, Target: fc.Target,

@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/fake"
 	"github.com/incusexec/incusexec/imagebuild"
@@ -177,7 +179,7 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 
 	ns := netbridge.NetworkSpec{Prefix: demoBridge, NAT: false}
 	ps := netbridge.ProfileSpec{Name: demoProfile, NICName: "eth0", Pool: pool}
-	img := executor.Image{ID: "incusexec-demo-busybox", Metadata: imagebuild.Metadata{
+	img := incus.Image{ID: "incusexec-demo-busybox", Metadata: imagebuild.Metadata{
 		Description: "incusexec demo: busybox", OS: "busybox", Release: "static",
 	}}
 	var imgNote string
@@ -189,7 +191,7 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 		ps = netbridge.DebusineProfile(cfg.Owner, "", pool)
 		ps.Name = demoProfile
 		cfg.Ready = instance.Ready{Systemd: true, Timeout: 3 * time.Minute}
-		img = executor.Image{ID: "incusexec-demo-debian-" + testimage.HostSuite(), Tarball: tarball, Metadata: imagebuild.Metadata{
+		img = incus.Image{ID: "incusexec-demo-debian-" + testimage.HostSuite(), Tarball: tarball, Metadata: imagebuild.Metadata{
 			Description: "incusexec demo: Debian " + testimage.HostSuite(), OS: "debian", Release: testimage.HostSuite(),
 		}}
 		imgNote = "(Debian " + testimage.HostSuite() + " system tarball " + tarball + ", split mode)"
@@ -238,7 +240,7 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 			removed = append(removed, c.Kind+" "+c.Name)
 		}
 		if res.poolCreated && cerr == nil {
-			if perr := executor.RemovePool(ctx, b.Client(), res.pool, cfg.Owner); perr != nil {
+			if perr := incus.RemovePool(ctx, b.Client(), res.pool, cfg.Owner); perr != nil {
 				err = errors.Join(err, perr)
 			} else {
 				removed = append(removed, "storage-pool "+res.pool)
@@ -282,7 +284,7 @@ func demoTasks(ctx context.Context, ex executor.Executor) ([]taskResult, error) 
 			return r.ExitCode, strings.TrimSpace(string(r.Stdout)), err
 		}},
 		{"as-user", func(ctx context.Context, in executor.Instance) (int, string, error) {
-			u, err := in.CreateUser(ctx, demoUser)
+			u, err := in.EnsureUser(ctx, demoUser)
 			if err != nil {
 				return 0, "", err
 			}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
@@ -33,7 +35,7 @@ func (f *poolFlags) register(fs interface {
 
 // open connects and opens the named manual pool; with an image it can
 // create instances, without one it can only claim and delete.
-func (f *poolFlags) open(ctx context.Context, a *app, size int) (*executor.Backend, *executor.IncusExecutor, *warmpool.Pool, error) {
+func (f *poolFlags) open(ctx context.Context, a *app, size int) (*incus.Backend, *incus.Executor, *warmpool.Pool, error) {
 	if *f.name == "" {
 		return nil, nil, nil, usageErr("--name is required")
 	}
@@ -54,13 +56,13 @@ func (f *poolFlags) open(ctx context.Context, a *app, size int) (*executor.Backe
 	}
 	image := *f.inf.image
 	if image == "" {
-		image = placeholderImage
+		image = anyImage
 	}
-	b, err := executor.NewBackend(ctx, cfg)
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ex, err := b.Executor(executor.Image{Alias: image, VM: *f.inf.vm})
+	ex, err := b.Executor(incus.Image{Alias: image, VM: *f.inf.vm})
 	if err != nil {
 		b.Close()
 		return nil, nil, nil, err
@@ -176,7 +178,7 @@ func cmdPoolRun(ctx context.Context, a *app, args []string) error {
 	case errors.Is(err, warmpool.ErrEmpty) && !*noCold:
 		a.log.Info("warm pool empty: launching a fresh instance", "pool", *pf.name)
 		pf.inf.ephemeral = true
-		var cb *executor.Backend
+		var cb *incus.Backend
 		if cb, in, err = pf.inf.create(ctx, a, "incusexec-run", ""); err != nil {
 			return err
 		}
@@ -220,3 +222,7 @@ func cmdPoolDrain(ctx context.Context, a *app, args []string) error {
 	_, gcErr := p.GC(ctx)
 	return errors.Join(gcErr, p.Close(ctx))
 }
+
+// anyImage is the image of a pool opened without --image (drain): the
+// warm pool's spec needs one, though it creates no instance then.
+const anyImage = "incusexec/any"

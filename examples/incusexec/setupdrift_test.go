@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/incusexec/incusexec/executor"
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/netbridge"
 	"github.com/matryer/is"
@@ -32,7 +33,7 @@ func TestSetupRestoresSubnetAndMakesCopyOnWritePool(t *testing.T) {
 		if r := incusexec(t, context.Background(), d, "", "--owner", owner, "gc", "--networks"); r.code != 0 {
 			t.Errorf("gc --networks: exit %d", r.code)
 		}
-		if err := executor.RemovePool(context.Background(), d.Client, pool, owner); err != nil {
+		if err := incus.RemovePool(context.Background(), d.Client, pool, owner); err != nil {
 			t.Errorf("remove pool %s: %v", pool, err)
 		}
 	})

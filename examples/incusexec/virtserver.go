@@ -88,16 +88,11 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	if a.g.remote == "" && a.g.socket == "" {
 		a.g.socket = defaultSocket()
 	}
-	cfg, err := a.plainConfig()
+	c, cfg, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
-	b, err := executor.NewBackend(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	m, err := instance.New(b.Client(), instance.Config{Owner: cfg.Owner, Prefix: "avs-", StopGrace: cfg.StopGrace, Logger: a.log})
+	m, err := instance.New(c, instance.Config{Owner: cfg.Owner, Prefix: "avs-", StopGrace: cfg.StopGrace, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -107,7 +102,7 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	tb, err := virtserver.NewIncus(virtserver.IncusConfig{
-		Manager: m, Client: b.Client(), Spec: va.Spec, Spares: -1,
+		Manager: m, Client: c, Spec: va.Spec, Spares: -1,
 		Exec: append(append([]string{self}, a.connectionArgs()...), "virt-exec"), Logger: a.log,
 	})
 	if err != nil {
@@ -155,19 +150,14 @@ func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: "usage: virt-exec NAME -- COMMAND..."}
 	}
 	name, argv := args[0], args[2:]
-	if err := instance.ValidateName(name); err != nil {
+	if err := executor.CheckName(name); err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}
-	cfg, err := a.plainConfig()
+	c, cfg, err := a.client(ctx)
 	if err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}
-	b, err := executor.NewBackend(ctx, cfg)
-	if err != nil {
-		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
-	}
-	defer b.Close()
-	m, err := instance.New(b.Client(), instance.Config{Owner: cfg.Owner, Logger: a.log})
+	m, err := instance.New(c, instance.Config{Owner: cfg.Owner, Logger: a.log})
 	if err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
 	}

@@ -11,7 +11,7 @@
 //
 //   - -clean-network first deletes the owner's instances that a previous
 //     (crashed) run left, then its bridge, profile and ACLs
-//     (executor.Backend GC and Cleanup, as ISM's flag of that name does);
+//     (incus.Backend GC and Cleanup, as ISM's flag of that name does);
 //   - makes sure of the NAT-less bridge <prefix>-br and the profile <prefix>
 //     (netbridge, through the executor's Config), and of a busybox image
 //     built from busybox-static (imagebuild);
@@ -55,13 +55,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/netbridge"
-	incus "github.com/lxc/incus/v6/client"
+	incusclient "github.com/lxc/incus/v6/client"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -117,9 +119,9 @@ type gateway struct {
 	stdout, stderr io.Writer
 	start          time.Time
 
-	client  incus.InstanceServer
-	backend *executor.Backend
-	ex      *executor.IncusExecutor
+	client  incusclient.InstanceServer
+	backend *incus.Backend
+	ex      *incus.Executor
 	servers []*server
 }
 
@@ -141,10 +143,10 @@ func (g *gateway) run(ctx context.Context) (err error) {
 	// The connection outlives a cancelled ctx: shutting down needs it, and
 	// the client keeps the context it was made with for its requests.
 	bg := context.WithoutCancel(ctx)
-	if g.client, err = incus.ConnectIncusUnixWithContext(bg, g.o.socket, nil); err != nil {
+	if g.client, err = incusclient.ConnectIncusUnixWithContext(bg, g.o.socket, nil); err != nil {
 		return fmt.Errorf("connect to Incus: %w", err)
 	}
-	cfg := executor.Config{Client: g.client, Owner: g.o.owner, Prefix: g.o.prefix + "-", Logger: log}
+	cfg := incus.Config{Client: g.client, Owner: g.o.owner, Prefix: g.o.prefix + "-", Logger: log}
 
 	if g.o.cleanNetwork {
 		if err := g.cleanPrevious(ctx, cfg); err != nil {
@@ -163,7 +165,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	pool, madePool, err := executor.EnsurePool(ctx, g.client, executor.PoolSpec{Name: g.o.pool, Fallback: "ism-example",
+	pool, madePool, err := incus.EnsurePool(ctx, g.client, incus.PoolSpec{Name: g.o.pool, Fallback: "ism-example",
 		Owner: g.o.owner, Description: "created by the ism example for " + g.o.owner})
 	if err != nil {
 		return err
@@ -173,7 +175,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 	cfg.Ready = instance.Ready{NIC: "eth0", Family: "inet", Timeout: time.Minute}
 	cfg.AllowedRoots = []string{shared}
 	cfg.StopGrace = 20 * time.Second
-	if g.backend, err = executor.NewBackend(bg, cfg); err != nil {
+	if g.backend, err = incus.NewBackend(bg, cfg); err != nil {
 		return err
 	}
 	n := g.backend.Network()
@@ -183,7 +185,7 @@ func (g *gateway) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	g.ex, err = g.backend.Executor(executor.Image{
+	g.ex, err = g.backend.Executor(incus.Image{
 		ID:       "ism-example-busybox",
 		Open:     func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tarball)), nil },
 		Metadata: imagebuild.Metadata{Description: "ism example: busybox", OS: "busybox"},
@@ -255,8 +257,8 @@ func (g *gateway) run(ctx context.Context) (err error) {
 }
 
 // cleanPrevious removes what an earlier run of this owner left behind.
-func (g *gateway) cleanPrevious(ctx context.Context, cfg executor.Config) error {
-	b, err := executor.NewBackend(ctx, cfg)
+func (g *gateway) cleanPrevious(ctx context.Context, cfg incus.Config) error {
+	b, err := incus.NewBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -472,7 +474,7 @@ func (g *gateway) shutdown(ctx context.Context, madePool bool, pool string) erro
 		removed = append(removed, c.Kind+" "+c.Name)
 	}
 	if madePool && err == nil {
-		if err := executor.RemovePool(ctx, g.client, pool, g.o.owner); err != nil {
+		if err := incus.RemovePool(ctx, g.client, pool, g.o.owner); err != nil {
 			errs = append(errs, err)
 		} else {
 			removed = append(removed, "storage-pool "+pool)

@@ -10,9 +10,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
-	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/netbridge"
 	"github.com/matryer/is"
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 
 func owned(t *testing.T, d *incustest.Daemon, owner string) []string {
 	t.Helper()
-	insts, err := d.Client.GetInstancesWithFilter("", []string{"config." + instance.LabelOwner + "=" + owner})
+	insts, err := d.Client.GetInstancesWithFilter("", []string{"config." + executor.OwnerKey + "=" + owner})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +53,10 @@ func TestISM(t *testing.T) {
 	prefix := incustest.UniqueName("ism") // bridge <prefix>-br: 14 bytes
 
 	// What a crashed run leaves: its bridge, profile and an instance.
-	b, err := executor.NewBackend(t.Context(), executor.Config{Client: d.Client, Owner: owner,
+	b, err := incus.NewBackend(t.Context(), incus.Config{Client: d.Client, Owner: owner,
 		Network: &netbridge.NetworkSpec{Prefix: prefix}, Profile: &netbridge.ProfileSpec{Name: prefix, Pool: d.Pool}})
 	is.NoErr(err)
-	ex, err := b.Executor(executor.Image{Alias: incustest.BusyboxAlias})
+	ex, err := b.Executor(incus.Image{Alias: incustest.BusyboxAlias})
 	is.NoErr(err)
 	leftover, err := ex.Create(t.Context(), executor.Spec{ID: "crashed"})
 	is.NoErr(err)

@@ -123,8 +123,8 @@ func checkDeleted(c *checker) {
 	defer os.RemoveAll(dir)
 	nf("PushTree", in.PushTree(c.ctx, dir, "/tmp/t", executor.FileOptions{}))
 	nf("PullTree", in.PullTree(c.ctx, "/etc", filepath.Join(dir, "out")))
-	_, err = in.CreateUser(c.ctx, c.opts.User)
-	nf("CreateUser", err)
+	_, err = in.EnsureUser(c.ctx, c.opts.User)
+	nf("EnsureUser", err)
 	_, err = in.Stats(c.ctx)
 	nf("Stats", err)
 	_, err = c.ex.Statistics(c.ctx, in)
@@ -225,6 +225,33 @@ func checkStreams(c *checker) {
 		c.errorf("cat of a missing file = exit %d, stdout %q, stderr %q; want non-zero, nothing on stdout, the message on stderr",
 			r.ExitCode, r.Stdout, r.Stderr)
 	}
+
+	// Stdout and Stderr may be one writer.
+	var both syncBuffer
+	code, err = in.Exec(c.ctx, executor.Cmd{Args: []string{"echo", "to both"}, Stdout: &both, Stderr: &both})
+	code2, err2 := in.Exec(c.ctx, executor.Cmd{Args: []string{"cat", "/nonexistent-executortest"}, Stdout: &both, Stderr: &both})
+	if err != nil || err2 != nil || code != 0 || code2 == 0 || !strings.HasPrefix(both.String(), "to both\n") || !strings.Contains(both.String(), "nonexistent-executortest") {
+		c.errorf("echo then cat of a missing file with one writer for Stdout and Stderr = exit %d, %v, then %d, %v, output %q; want both outputs in it",
+			code, err, code2, err2, both.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func checkEnvironment(c *checker) {
@@ -245,16 +272,16 @@ func checkEnvironment(c *checker) {
 
 func checkUsers(c *checker) {
 	in := c.started(executor.Spec{})
-	u, err := in.CreateUser(c.ctx, c.opts.User)
+	u, err := in.EnsureUser(c.ctx, c.opts.User)
 	if err != nil {
-		c.fatalf("CreateUser(%s): %v", c.opts.User, err)
+		c.fatalf("EnsureUser(%s): %v", c.opts.User, err)
 	}
 	if u.Name != c.opts.User || u.UID <= 0 || u.GID <= 0 || !path.IsAbs(u.Home) {
-		c.errorf("CreateUser(%s) = %+v; want the name, a non-root uid and gid, an absolute home", c.opts.User, u)
+		c.errorf("EnsureUser(%s) = %+v; want the name, a non-root uid and gid, an absolute home", c.opts.User, u)
 	}
-	again, err := in.CreateUser(c.ctx, c.opts.User)
+	again, err := in.EnsureUser(c.ctx, c.opts.User)
 	if err != nil || again != u {
-		c.errorf("CreateUser(%s) again = %+v, %v; want %+v, nil", c.opts.User, again, err, u)
+		c.errorf("EnsureUser(%s) again = %+v, %v; want %+v, nil", c.opts.User, again, err, u)
 	}
 	uid, gid := strconv.Itoa(u.UID), strconv.Itoa(u.GID)
 	c.wantOutput(in, executor.Cmd{Args: []string{"id", "-u"}, User: u.Name}, uid+"\n")
@@ -263,8 +290,8 @@ func checkUsers(c *checker) {
 	c.wantOutput(in, executor.Cmd{Args: []string{"pwd"}, User: u.Name, Dir: "/tmp"}, "/tmp\n")
 	_, err = in.Exec(c.ctx, executor.Cmd{Args: []string{"true"}, User: "executortest-nobody"})
 	c.wantIs("Exec as an unknown user", err, executor.ErrNotFound, "executortest-nobody")
-	_, err = in.CreateUser(c.ctx, "Bad User")
-	c.wantIs("CreateUser(\"Bad User\")", err, executor.ErrInvalid, "")
+	_, err = in.EnsureUser(c.ctx, "Bad User")
+	c.wantIs("EnsureUser(\"Bad User\")", err, executor.ErrInvalid, "")
 
 	// Permissions hold for the unprivileged user.
 	c.wantNil("Push root-only file", in.Push(c.ctx, "/tmp/executortest-secret", strings.NewReader("secret"), executor.FileOptions{Mode: 0o600}))

@@ -32,7 +32,7 @@ func buildPackage(ctx context.Context, ex executor.Executor, srcDir string) (deb
 	if err := inst.Start(ctx); err != nil {
 		return nil, err
 	}
-	user, err := inst.CreateUser(ctx, "_debusine")
+	user, err := inst.EnsureUser(ctx, "_debusine")
 	if err != nil {
 		return nil, err
 	}

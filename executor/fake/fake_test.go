@@ -230,7 +230,7 @@ func TestScriptedCommandsAndSeededFiles(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(st, executor.FileInfo{Path: "/srv", Mode: fs.ModeDir | 0o750, UID: 33, GID: 33})
 
-	u, err := inst.CreateUser(ctx, "_debusine")
+	u, err := inst.EnsureUser(ctx, "_debusine")
 	is.NoErr(err)
 	is.NoErr(inst.Mkdir(ctx, "/build/src", executor.FileOptions{UID: u.UID, GID: u.GID}))
 	r, err = executor.Output(ctx, inst, executor.Cmd{Args: []string{"dpkg-buildpackage", "-b"}, Dir: "/build/src", User: u.Name})

@@ -29,7 +29,7 @@ const (
 	OpMkdir       Op = "Mkdir"
 	OpPushTree    Op = "PushTree"
 	OpPullTree    Op = "PullTree"
-	OpCreateUser  Op = "CreateUser"
+	OpEnsureUser  Op = "EnsureUser"
 	OpMount       Op = "Mount"
 	OpUnmount     Op = "Unmount"
 	OpStats       Op = "Stats"
@@ -42,7 +42,7 @@ type Call struct {
 	// creations).
 	Instance string
 	// Args are the command of Exec, the path of file operations, the
-	// alias of Mount and Unmount, the user of CreateUser.
+	// alias of Mount and Unmount, the user of EnsureUser.
 	Args []string
 	// Err is what the call returned.
 	Err error

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -502,10 +503,10 @@ func (in *Instance) PullTree(ctx context.Context, src, hostDir string) (err erro
 
 var userName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
-// CreateUser creates the user name and its group, with home /home/<name>.
-func (in *Instance) CreateUser(ctx context.Context, name string) (_ executor.User, err error) {
-	defer in.ex.record(OpCreateUser, in.name, []string{name}, &err)
-	if err := in.ex.enter(ctx, OpCreateUser); err != nil {
+// EnsureUser creates the user name and its group, with home /home/<name>.
+func (in *Instance) EnsureUser(ctx context.Context, name string) (_ executor.User, err error) {
+	defer in.ex.record(OpEnsureUser, in.name, []string{name}, &err)
+	if err := in.ex.enter(ctx, OpEnsureUser); err != nil {
 		return executor.User{}, err
 	}
 	if !userName.MatchString(name) {
@@ -636,6 +637,16 @@ func (g *gateReader) close() {
 
 var errTimeout = errors.New("command timeout")
 
+// sameWriter reports whether a and b are the same non-nil writer (a type
+// that cannot be compared is never the same).
+func sameWriter(a, b io.Writer) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta.Comparable() && a == b
+}
+
 // Exec runs cmd through the handler for its name (Executor.Commands, then
 // the built-in commands); an unknown command exits with 127.
 func (in *Instance) Exec(ctx context.Context, cmd executor.Cmd) (code int, err error) {
@@ -691,6 +702,9 @@ func (in *Instance) Exec(ctx context.Context, cmd executor.Cmd) (code int, err e
 	}
 	if cmd.Stderr == nil {
 		stderr.w = io.Discard
+	}
+	if sameWriter(cmd.Stdout, cmd.Stderr) {
+		stderr = stdout // one gate, so one write at a time
 	}
 	defer func() { stdin.close(); stdout.close(); stderr.close() }()
 	env := map[string]string{

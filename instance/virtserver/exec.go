@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 )
 
@@ -65,7 +66,7 @@ func Execute(ctx context.Context, in *instance.Instance, argv []string, stdin io
 		fmt.Fprintln(stderr, "autopkgtest-virt-incusexec: execute: no command")
 		return ExitAuxFailed
 	}
-	code, err := in.Exec(ctx, instance.Cmd{
+	code, err := in.Exec(ctx, executor.Cmd{
 		Args:   WrapLogin(argv),
 		Stdin:  stdin,
 		Stdout: stdout,

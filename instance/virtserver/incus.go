@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
 	"github.com/lxc/incus/v6/shared/api"
@@ -329,7 +330,7 @@ func (t *Incus) Run(ctx context.Context, c Command) (int, error) {
 	if in == nil {
 		return -1, fmt.Errorf("%w: not open", ErrProtocol)
 	}
-	return in.Exec(ctx, instance.Cmd{Args: c.Args, Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr})
+	return in.Exec(ctx, executor.Cmd{Args: c.Args, Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr})
 }
 
 // CopyDown copies a host file, keeping its permission bits, or the
@@ -341,12 +342,12 @@ func (t *Incus) CopyDown(ctx context.Context, host, tb string, dir bool) error {
 		return fmt.Errorf("%w: not open", ErrProtocol)
 	}
 	if dir {
-		if err := in.Mkdir(ctx, tb, instance.FileOptions{Mode: 0o755, Parents: true}); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := in.Mkdir(ctx, tb, executor.FileOptions{Mode: 0o755, MkdirAll: true}); err != nil && !errors.Is(err, fs.ErrExist) {
 			if _, serr := in.Stat(ctx, tb); serr != nil {
 				return err
 			}
 		}
-		return in.PushDir(ctx, filepath.Clean(host), tb, instance.TreeOptions{})
+		return in.PushTree(ctx, filepath.Clean(host), tb, instance.TreeOptions{})
 	}
 	f, err := os.Open(host)
 	if err != nil {
@@ -360,7 +361,7 @@ func (t *Incus) CopyDown(ctx context.Context, host, tb string, dir bool) error {
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("copydown %s: not a regular file", host)
 	}
-	return in.Push(ctx, tb, f, instance.FileOptions{Mode: st.Mode().Perm()})
+	return in.Push(ctx, tb, f, executor.FileOptions{Mode: st.Mode().Perm()})
 }
 
 // CopyUp copies a testbed file, or the contents of a testbed directory
@@ -371,7 +372,7 @@ func (t *Incus) CopyUp(ctx context.Context, tb, host string, dir bool) error {
 		return fmt.Errorf("%w: not open", ErrProtocol)
 	}
 	if dir {
-		return in.PullDir(ctx, tb, filepath.Clean(host), instance.TreeOptions{})
+		return in.PullTree(ctx, tb, filepath.Clean(host), instance.TreeOptions{})
 	}
 	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
 	incus "github.com/lxc/incus/v6/client"
@@ -48,7 +49,7 @@ func Example() {
 		return
 	}
 	defer in.Delete(ctx)
-	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+	code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 	fmt.Println(code, err)
 }
 

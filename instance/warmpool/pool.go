@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incusop"
 	incus "github.com/lxc/incus/v6/client"
@@ -53,7 +54,7 @@ var (
 	// ErrClosed: the pool was closed.
 	ErrClosed = errors.New("warm pool closed")
 	// ErrInvalid: bad configuration.
-	ErrInvalid = errors.New("invalid argument")
+	ErrInvalid = executor.Sentinel("invalid argument", executor.ErrInvalid)
 	// ErrEmpty: a Manual pool has no ready instance to hand out.
 	ErrEmpty = errors.New("warm pool empty")
 )
@@ -131,7 +132,7 @@ func New(cfg Config) (*Pool, error) {
 	switch {
 	case cfg.Manager == nil || cfg.Client == nil:
 		return nil, fmt.Errorf("%w: warm pool needs a Manager and a Client", ErrInvalid)
-	case cfg.Name == "" || len(cfg.Name) > 40 || instance.ValidateName("x"+cfg.Name) != nil:
+	case cfg.Name == "" || len(cfg.Name) > 40 || executor.CheckName("x"+cfg.Name) != nil:
 		return nil, fmt.Errorf("%w: warm pool name %q: 1-40 letters, digits and hyphens", ErrInvalid, cfg.Name)
 	case cfg.Spec.Image == "":
 		return nil, fmt.Errorf("%w: warm pool %s: Spec.Image is empty", ErrInvalid, cfg.Name)
@@ -303,13 +304,13 @@ func (p *Pool) loop(ctx context.Context) {
 // members lists the pool's instances on the server.
 func (p *Pool) members(ctx context.Context) ([]api.Instance, error) {
 	insts, err := incusop.Bind(ctx, p.cfg.Client).GetInstancesWithFilter(api.InstanceTypeAny,
-		[]string{"config." + instance.LabelID + "=" + p.id, "config." + instance.LabelOwner + "=" + p.cfg.Manager.Owner()})
+		[]string{"config." + instance.LabelID + "=" + p.id, "config." + executor.OwnerKey + "=" + p.cfg.Manager.Owner()})
 	if err != nil {
 		return nil, fmt.Errorf("list warm pool %s: %w", p.cfg.Name, err)
 	}
 	out := insts[:0]
 	for _, in := range insts {
-		if in.Config[instance.LabelID] == p.id && in.Config[instance.LabelOwner] == p.cfg.Manager.Owner() {
+		if in.Config[instance.LabelID] == p.id && in.Config[executor.OwnerKey] == p.cfg.Manager.Owner() {
 			out = append(out, in)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
@@ -251,7 +252,7 @@ func (r *runner) setup(ctx context.Context) ([]poolInfo, error) {
 			name := r.tag + "-" + p.driver + "-" + nic
 			if err := c.CreateProfile(api.ProfilesPost{Name: name, ProfilePut: api.ProfilePut{
 				Description: "incusexec bench",
-				Config:      map[string]string{instance.LabelOwner: r.owner},
+				Config:      map[string]string{executor.OwnerKey: r.owner},
 				Devices: map[string]map[string]string{
 					"root": {"type": "disk", "path": "/", "pool": p.name},
 					"eth0": {"type": "nic", "network": r.network, "name": nic},
@@ -542,7 +543,7 @@ func (r *runner) startToReady(ctx context.Context, p poolInfo) (Sample, error) {
 			name := r.tag + "-cli-" + randHex(3)
 			t0 := time.Now()
 			if _, err := r.cli(ctx, "launch", r.debian, name, "--ephemeral", "--profile", p.debProfile,
-				"--config", instance.LabelOwner+"="+r.owner); err != nil {
+				"--config", executor.OwnerKey+"="+r.owner); err != nil {
 				return err
 			}
 			for {
@@ -597,7 +598,7 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (ready, started time
 	op, err := c.CreateInstance(api.InstancesPost{Name: name, Start: true,
 		Source: api.InstanceSource{Type: "image", Alias: r.debian},
 		InstancePut: api.InstancePut{Ephemeral: true, Profiles: []string{p.debProfile},
-			Config: map[string]string{instance.LabelOwner: r.owner}}})
+			Config: map[string]string{executor.OwnerKey: r.owner}}})
 	if err == nil {
 		err = incusop.Wait(ctx, op, c)
 	}
@@ -630,12 +631,12 @@ func (r *runner) rawLaunch(ctx context.Context, p poolInfo) (ready, started time
 func (r *runner) bootNote(ctx context.Context, p poolInfo, name string) {
 	var out, errb bytes.Buffer
 	in := r.m.Instance(name)
-	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"systemd-analyze", "time"}, Stdout: &out, Stderr: &errb}); err != nil {
+	if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"systemd-analyze", "time"}, Stdout: &out, Stderr: &errb}); err != nil {
 		return
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
 	out.Reset()
-	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"systemd-analyze", "blame", "--no-pager"}, Stdout: &out, Stderr: &errb}); err != nil {
+	if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"systemd-analyze", "blame", "--no-pager"}, Stdout: &out, Stderr: &errb}); err != nil {
 		return
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -672,7 +673,7 @@ func (r *runner) exec(ctx context.Context, p poolInfo) error {
 	r.progress("exec round trip ×%d each side", n)
 	a, b, err := alternate(n, func() (time.Duration, error) {
 		return timed(func() error {
-			code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+			code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 			if err == nil && code != 0 {
 				err = fmt.Errorf("true exited %d", code)
 			}
@@ -735,7 +736,7 @@ func (r *runner) files(ctx context.Context, p poolInfo) error {
 			return 0, err
 		}
 		defer f.Close()
-		return timed(func() error { return in.Push(ctx, "/root/blob", f, instance.FileOptions{}) })
+		return timed(func() error { return in.Push(ctx, "/root/blob", f, executor.FileOptions{}) })
 	}, func() (time.Duration, error) {
 		return timed(func() error { _, err := r.cli(ctx, "file", "push", src, in.Name()+"/root/blob-cli"); return err })
 	})
@@ -849,12 +850,12 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 					}()
 					record("ours", "launch", t0)
 					t0 = time.Now()
-					if err := in.Push(gctx, "/root/in", bytes.NewReader(payload), instance.FileOptions{}); err != nil {
+					if err := in.Push(gctx, "/root/in", bytes.NewReader(payload), executor.FileOptions{}); err != nil {
 						return err
 					}
 					record("ours", "push", t0)
 					t0 = time.Now()
-					if code, err := in.Exec(gctx, instance.Cmd{Args: []string{"cp", "/root/in", "/root/out"}}); err != nil || code != 0 {
+					if code, err := in.Exec(gctx, executor.Cmd{Args: []string{"cp", "/root/in", "/root/out"}}); err != nil || code != 0 {
 						return fmt.Errorf("task: exit %d, %v", code, err)
 					}
 					record("ours", "run", t0)
@@ -882,7 +883,7 @@ func (r *runner) throughput(ctx context.Context, p poolInfo) error {
 			for i := range tasks {
 				name := fmt.Sprintf("%s-t%d-%s", r.tag, i, randHex(2))
 				cmds := [][]string{
-					{"launch", r.busybox, name, "--ephemeral", "--profile", p.bbProfile, "--config", instance.LabelOwner + "=" + r.owner},
+					{"launch", r.busybox, name, "--ephemeral", "--profile", p.bbProfile, "--config", executor.OwnerKey + "=" + r.owner},
 					{"file", "push", src, name + "/root/in"},
 					{"exec", name, "--", "cp", "/root/in", "/root/out"},
 					{"file", "pull", name + "/root/out", dst},

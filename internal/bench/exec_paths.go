@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 )
 
@@ -17,7 +18,7 @@ func (r *runner) execPaths(ctx context.Context, in *instance.Instance, what stri
 	ours := func(stream bool) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
 			return timed(func() error {
-				code, err := in.Exec(ctx, instance.Cmd{Args: args, Stream: stream})
+				code, err := in.Exec(ctx, executor.Cmd{Args: args, Stream: stream})
 				if err == nil && code != 0 {
 					err = fmt.Errorf("%q exited %d", args, code)
 				}

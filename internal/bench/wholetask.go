@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
@@ -217,7 +218,7 @@ func wholeTaskOn(ctx context.Context, cfg WholeTaskConfig, drv, script string, t
 	var dStart, dRun, dStop, oReady, oExec []time.Duration
 	task := func(in *instance.Instance) error {
 		t0 := time.Now()
-		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}, User: taskUser})
+		code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}, User: taskUser})
 		oExec = append(oExec, time.Since(t0))
 		if err == nil && code != 0 {
 			err = fmt.Errorf("true exited %d", code)
@@ -351,12 +352,12 @@ func bootNote(ctx context.Context, m *instance.Manager, spec instance.Spec, drv 
 	}
 	defer in.Delete(context.WithoutCancel(ctx))
 	var out strings.Builder
-	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"systemd-analyze", "time"}, Stdout: &out}); err != nil {
+	if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"systemd-analyze", "time"}, Stdout: &out}); err != nil {
 		return
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
 	out.Reset()
-	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"systemd-analyze", "blame", "--no-pager"}, Stdout: &out}); err != nil {
+	if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"systemd-analyze", "blame", "--no-pager"}, Stdout: &out}); err != nil {
 		return
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/lxc/incus/v6/shared/api"
@@ -80,7 +81,7 @@ func (d *Daemon) DebianProfile(t testing.TB) string {
 			Name: DebianProfileName,
 			ProfilePut: api.ProfilePut{
 				Description: "incustest: Debusine-style profile (NIC host0)",
-				Config:      map[string]string{"user.incusexec.owner": "incustest"},
+				Config:      map[string]string{executor.OwnerKey: "incustest"},
 				Devices:     devices,
 			},
 		})

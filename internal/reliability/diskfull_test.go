@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -74,12 +75,12 @@ func TestDiskFull(t *testing.T) {
 	t.Cleanup(func() { _ = in.Delete(ctxFor(t, time.Minute)) })
 
 	big := io.LimitReader(zeros{}, 512<<20) // twice the pool
-	err = in.Push(ctx, "/root/big", big, instance.FileOptions{})
+	err = in.Push(ctx, "/root/big", big, executor.FileOptions{})
 	t.Logf("push into the full pool: %v", err)
 	is.True(err != nil)
 	is.True(strings.Contains(strings.ToLower(err.Error()), "space") || strings.Contains(strings.ToLower(err.Error()), "quota"))
 	var out, errs bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "test ! -e /root/big && echo ok > /root/small && cat /root/small"}, Stdout: &out, Stderr: &errs})
+	code, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "test ! -e /root/big && echo ok > /root/small && cat /root/small"}, Stdout: &out, Stderr: &errs})
 	is.NoErr(err)
 	t.Logf("after the failed push: %s %s", out.String(), errs.String())
 	is.Equal(code, 0)

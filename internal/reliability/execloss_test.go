@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/internal/reliability"
@@ -133,7 +134,7 @@ func startFloods(ctx context.Context, t *testing.T, in *instance.Instance) func(
 	var wg sync.WaitGroup
 	for range floodLoops {
 		wg.Go(func() {
-			_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "while :; do cat /bin/busybox; done"}, Stdout: io.Discard, Stream: true, KillGrace: time.Second})
+			_, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "while :; do cat /bin/busybox; done"}, Stdout: io.Discard, Stream: true, KillGrace: time.Second})
 			if err != nil && ctx.Err() == nil {
 				t.Errorf("output flood: %v", err)
 			}
@@ -183,7 +184,7 @@ func stockExec(ctx context.Context, incusDir, name string, args []string) (strin
 
 func libExec(ctx context.Context, in *instance.Instance, args []string) (string, error) {
 	var out bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{Args: args, Stdout: &out})
+	code, err := in.Exec(ctx, executor.Cmd{Args: args, Stdout: &out})
 	if err == nil && code != 0 {
 		err = fmt.Errorf("status %d", code)
 	}

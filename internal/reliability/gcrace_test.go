@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/internal/reliability"
@@ -38,7 +39,7 @@ func runChildRun(job childJob) error {
 		return err
 	}
 	fmt.Println("exec")
-	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"sleep", "2"}}); err != nil {
+	if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"sleep", "2"}}); err != nil {
 		return err
 	}
 	fmt.Println("delete")
@@ -153,7 +154,7 @@ func named(t *testing.T, d *incustest.Daemon, prefix string) []string {
 	var out []string
 	for _, in := range insts {
 		if strings.HasPrefix(in.Name, prefix) {
-			out = append(out, fmt.Sprintf("%s (status %s, owner label %q)", in.Name, in.Status, in.Config[instance.LabelOwner]))
+			out = append(out, fmt.Sprintf("%s (status %s, owner label %q)", in.Name, in.Status, in.Config[executor.OwnerKey]))
 		}
 	}
 	return out

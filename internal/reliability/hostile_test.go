@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -48,8 +49,8 @@ func TestHostileNamesValidated(t *testing.T) {
 		validate func(string) error
 		safe     func(string) bool
 	}{
-		{"instance.ValidateName", instance.ValidateName, func(s string) bool { return instanceName.MatchString(s) && !strings.HasSuffix(s, "-") }},
-		{"mount.ValidateInstanceName", mount.ValidateInstanceName, func(s string) bool { return instanceName.MatchString(s) && !strings.HasSuffix(s, "-") }},
+		{"executor.CheckName", executor.CheckName, func(s string) bool { return instanceName.MatchString(s) && !strings.HasSuffix(s, "-") }},
+		{"mount.CheckInstance", mount.CheckInstance, func(s string) bool { return instanceName.MatchString(s) && !strings.HasSuffix(s, "-") }},
 		{"instance.ValidateUserName", instance.ValidateUserName, userName.MatchString},
 		{"netbridge.ValidateNetworkName", netbridge.ValidateNetworkName, func(s string) bool { return bridgeName.MatchString(s) && !strings.HasSuffix(s, "-") }},
 		{"netbridge.BridgeName", func(s string) error { _, err := netbridge.BridgeName(s); return err }, func(s string) bool { return bridgeName.MatchString(s+"-br") && len(s) <= netbridge.MaxPrefixLen }},
@@ -179,7 +180,7 @@ func TestOwnersAreApart(t *testing.T) {
 	is.NoErr(err)
 	_, err = am.Create(ctx, instance.Spec{Name: bobs.Name(), Image: incustest.BusyboxAlias, NoStart: true})
 	is.True(errors.Is(err, instance.ErrAlreadyExists)) // and not replaced
-	for _, k := range []string{instance.LabelOwner, instance.LabelID, instance.LabelCreated, "user.incusexec.anything"} {
+	for _, k := range []string{executor.OwnerKey, instance.LabelID, instance.LabelCreated, "user.incusexec.anything"} {
 		_, err = am.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias, NoStart: true, Config: map[string]string{k: bob}})
 		is.True(errors.Is(err, instance.ErrInvalid)) // cannot pose as bob
 	}
@@ -225,10 +226,10 @@ func TestPlantedSymlinksNotFollowedByHost(t *testing.T) {
 	is.NoErr(os.Mkdir(target, 0o755))
 
 	// Pull: the task plants links to host-looking paths in its output.
-	_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "mkdir -p /out/d && ln -s " + target + " /out/escape && ln -s / /out/root && ln -s ../../.. /out/d/up && echo data > /out/d/f"}})
+	_, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "mkdir -p /out/d && ln -s " + target + " /out/escape && ln -s / /out/root && ln -s ../../.. /out/d/up && echo data > /out/d/f"}})
 	is.NoErr(err)
 	dst := filepath.Join(base, "pulled")
-	is.NoErr(in.PullDir(ctx, "/out", dst, instance.TreeOptions{}))
+	is.NoErr(in.PullTree(ctx, "/out", dst, instance.TreeOptions{}))
 	for _, l := range []string{"escape", "root", "d/up"} {
 		fi, err := os.Lstat(filepath.Join(dst, l))
 		is.NoErr(err)
@@ -242,9 +243,9 @@ func TestPlantedSymlinksNotFollowedByHost(t *testing.T) {
 	shared := filepath.Join(base, "shared")
 	is.NoErr(os.Mkdir(shared, 0o755))
 	is.NoErr(os.Symlink(secret, filepath.Join(shared, "innocent")))
-	is.NoErr(in.PushDir(ctx, shared, "/in", instance.TreeOptions{}))
+	is.NoErr(in.PushTree(ctx, shared, "/in", instance.TreeOptions{}))
 	var out bytes.Buffer
-	_, err = in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "readlink /in/innocent; cat /in/innocent 2>/dev/null || true"}, Stdout: &out})
+	_, err = in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "readlink /in/innocent; cat /in/innocent 2>/dev/null || true"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(out.String(), secret+"\n") // the link itself, not the secret
 }

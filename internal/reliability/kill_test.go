@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	mountincus "github.com/incusexec/incusexec/mount/incus"
+
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/internal/reliability"
@@ -96,22 +99,22 @@ func runChild(job childJob) error {
 		return err
 	}
 	phase("exec")
-	if _, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "echo hi; sleep 1; echo bye"}}); err != nil {
+	if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "echo hi; sleep 1; echo bye"}}); err != nil {
 		return err
 	}
 	phase("push")
-	if err := in.Push(ctx, "/tmp/data", bytes.NewReader(make([]byte, 16<<20)), instance.FileOptions{}); err != nil {
+	if err := in.Push(ctx, "/tmp/data", bytes.NewReader(make([]byte, 16<<20)), executor.FileOptions{}); err != nil {
 		return err
 	}
 	phase("mount")
-	mm, err := mount.New(mount.Config{Client: c, AllowedRoots: []string{job.Root}, Owner: job.Owner})
+	mm, err := mountincus.New(mountincus.Config{Client: c, AllowedRoots: []string{job.Root}, Owner: job.Owner})
 	if err != nil {
 		return err
 	}
-	if _, err := mm.Acquire(ctx, in.Name(), "work", job.Source, mount.Options{ReadOnly: true}); err != nil {
+	if _, err := mm.Acquire(ctx, in.Name(), "work", job.Source, executor.MountOptions{ReadOnly: true}); err != nil {
 		return err
 	}
-	if _, err := mm.Acquire(ctx, job.Shared, "shared-"+job.Owner, job.Source, mount.Options{}); err != nil {
+	if _, err := mm.Acquire(ctx, job.Shared, "shared-"+job.Owner, job.Source, executor.MountOptions{}); err != nil {
 		return err
 	}
 	phase("stop")
@@ -253,7 +256,7 @@ func killOnce(t *testing.T, d *incustest.Daemon, shared, root, source, target st
 	for _, l := range named(t, d, owner+"-") {
 		afterGC = append(afterGC, "instance right after GC: "+l)
 	}
-	mm, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{root}, Owner: "cleanup"})
+	mm, err := mountincus.New(mountincus.Config{Client: d.Client, AllowedRoots: []string{root}, Owner: "cleanup"})
 	is.NoErr(err)
 	ms, err := mm.Mounts(ctx, shared)
 	is.NoErr(err)
@@ -330,17 +333,17 @@ func ownedBy(t *testing.T, c incus.InstanceServer, owner, shared string) []strin
 		t.Fatal(err)
 	}
 	for _, in := range insts {
-		if in.Config[instance.LabelOwner] == owner {
+		if in.Config[executor.OwnerKey] == owner {
 			left = append(left, "instance "+in.Name)
 		}
 		for name, dev := range in.Devices {
-			if in.Name == shared && strings.HasPrefix(name, mount.DevicePrefix) && dev["source"] != "" {
+			if in.Name == shared && strings.HasPrefix(name, mountincus.DevicePrefix) && dev["source"] != "" {
 				left = append(left, fmt.Sprintf("device %s of %s", name, in.Name))
 			}
 		}
 		if in.Name == shared {
 			for k := range in.Config {
-				if strings.HasPrefix(k, mount.ConfigPrefix) {
+				if strings.HasPrefix(k, mountincus.ConfigPrefix) {
 					left = append(left, fmt.Sprintf("mount record %s of %s", k, in.Name))
 				}
 			}
@@ -351,8 +354,8 @@ func ownedBy(t *testing.T, c incus.InstanceServer, owner, shared string) []strin
 		t.Fatal(err)
 	}
 	for _, n := range nets {
-		if n.Config[netbridge.OwnerKey] == owner || strings.HasPrefix(n.Name, owner+"-") {
-			left = append(left, fmt.Sprintf("network %s (managed %v, status %s, owner %q)", n.Name, n.Managed, n.Status, n.Config[netbridge.OwnerKey]))
+		if n.Config[executor.OwnerKey] == owner || strings.HasPrefix(n.Name, owner+"-") {
+			left = append(left, fmt.Sprintf("network %s (managed %v, status %s, owner %q)", n.Name, n.Managed, n.Status, n.Config[executor.OwnerKey]))
 		}
 	}
 	profiles, err := c.GetProfiles()
@@ -360,7 +363,7 @@ func ownedBy(t *testing.T, c incus.InstanceServer, owner, shared string) []strin
 		t.Fatal(err)
 	}
 	for _, p := range profiles {
-		if p.Config[netbridge.OwnerKey] == owner {
+		if p.Config[executor.OwnerKey] == owner {
 			left = append(left, "profile "+p.Name)
 		}
 	}
@@ -369,7 +372,7 @@ func ownedBy(t *testing.T, c incus.InstanceServer, owner, shared string) []strin
 		t.Fatal(err)
 	}
 	for _, a := range acls {
-		if a.Config[netbridge.OwnerKey] == owner {
+		if a.Config[executor.OwnerKey] == owner {
 			left = append(left, "acl "+a.Name)
 		}
 	}
@@ -405,12 +408,12 @@ func checkWorks(t *testing.T, d *incustest.Daemon, shared *instance.Instance, ro
 	im, err := instance.New(d.Client, instance.Config{Owner: incustest.UniqueName("after-")})
 	is.NoErr(err)
 	defer im.Close()
-	mm, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{root}, Owner: "after"})
+	mm, err := mountincus.New(mountincus.Config{Client: d.Client, AllowedRoots: []string{root}, Owner: "after"})
 	is.NoErr(err)
-	h, err := mm.Acquire(ctx, shared.Name(), "after", source, mount.Options{ReadOnly: true})
+	h, err := mm.Acquire(ctx, shared.Name(), "after", source, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
 	var out bytes.Buffer
-	code, err := im.Instance(shared.Name()).Exec(ctx, instance.Cmd{Args: []string{"cat", h.Path + "/f"}, Stdout: &out})
+	code, err := im.Instance(shared.Name()).Exec(ctx, executor.Cmd{Args: []string{"cat", h.Path + "/f"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), "hello\n")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/matryer/is"
@@ -60,12 +61,12 @@ func taskRun(ctx context.Context, m *instance.Manager, i int) (err error) {
 		}
 	}()
 	var out bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "echo task $ID"}, Env: map[string]string{"ID": fmt.Sprint(i)}, Stdout: &out})
+	code, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "echo task $ID"}, Env: map[string]string{"ID": fmt.Sprint(i)}, Stdout: &out})
 	if err != nil || code != 0 || out.String() != fmt.Sprintf("task %d\n", i) {
 		return fmt.Errorf("exec: code %d, %q, %v", code, out.String(), err)
 	}
 	data := bytes.Repeat([]byte{byte(i)}, 64<<10)
-	if err := in.Push(ctx, "/tmp/in", bytes.NewReader(data), instance.FileOptions{}); err != nil {
+	if err := in.Push(ctx, "/tmp/in", bytes.NewReader(data), executor.FileOptions{}); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
 	out.Reset()

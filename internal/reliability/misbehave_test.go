@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/matryer/is"
@@ -90,7 +91,7 @@ func TestExecOneGiBOutputInBoundedMemory(t *testing.T) {
 		}
 	})
 	var out, errs counter
-	code, err := in.Exec(ctxFor(t, 5*time.Minute), instance.Cmd{Args: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Stdout: &out, Stderr: &errs})
+	code, err := in.Exec(ctxFor(t, 5*time.Minute), executor.Cmd{Args: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Stdout: &out, Stderr: &errs})
 	close(stop)
 	wg.Wait()
 	is.NoErr(err)
@@ -126,7 +127,7 @@ func TestExecChildrenHoldingOutputOpen(t *testing.T) {
 			is := is.New(t)
 			var out, errs bytes.Buffer
 			ctx := ctxFor(t, 2*time.Minute)
-			code, err := in.Exec(ctx, instance.Cmd{Args: c.args, Stdout: &out, Stderr: &errs, Timeout: c.timeout})
+			code, err := in.Exec(ctx, executor.Cmd{Args: c.args, Stdout: &out, Stderr: &errs, Timeout: c.timeout})
 			t.Logf("code %d, err %v, stdout %q, stderr %q", code, err, out.String(), errs.String())
 			is.True(ctx.Err() == nil) // returned on its own, not at the test's deadline
 			is.Equal(out.String()+errs.String(), "started\n")

@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	mountincus "github.com/incusexec/incusexec/mount/incus"
+
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/mount"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/matryer/is"
 )
@@ -61,7 +63,7 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 	// Readable inside the unprivileged container (mount refuses a 0700
 	// root-owned source without Shift: mount.ErrUnreadable).
 	is.NoErr(os.Chmod(root, 0o755))
-	mm, err := mount.New(mount.Config{Client: c, AllowedRoots: []string{root}, Owner: "restart"})
+	mm, err := mountincus.New(mountincus.Config{Client: c, AllowedRoots: []string{root}, Owner: "restart"})
 	is.NoErr(err)
 
 	setup := ctxFor(t, 2*time.Minute)
@@ -76,11 +78,11 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 	pushed, imported := newTrickle(), newTrickle()
 	calls := map[string]func(ctx context.Context) error{
 		"exec": func(ctx context.Context) error {
-			_, err := busy.Exec(ctx, instance.Cmd{Args: []string{"sleep", "600"}})
+			_, err := busy.Exec(ctx, executor.Cmd{Args: []string{"sleep", "600"}})
 			return err
 		},
 		"push": func(ctx context.Context) error {
-			return busy.Push(ctx, "/tmp/big", pushed, instance.FileOptions{})
+			return busy.Push(ctx, "/tmp/big", pushed, executor.FileOptions{})
 		},
 		"import": func(ctx context.Context) error {
 			_, err := importer.Import(ctx, imagebuild.Source{ID: incustest.UniqueName("restart-"), Reader: imported}, imagebuild.Options{})
@@ -172,17 +174,17 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 	}
 	is.NoErr(err)
 	var out bytes.Buffer
-	code, err := in.Exec(ctx, instance.Cmd{Args: []string{"echo", "back"}, Stdout: &out})
+	code, err := in.Exec(ctx, executor.Cmd{Args: []string{"echo", "back"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), "back\n")
-	is.NoErr(in.Push(ctx, "/tmp/f", bytes.NewReader([]byte("data")), instance.FileOptions{}))
+	is.NoErr(in.Push(ctx, "/tmp/f", bytes.NewReader([]byte("data")), executor.FileOptions{}))
 	out.Reset()
 	_, err = in.Pull(ctx, "/tmp/f", &out)
 	is.NoErr(err)
 	is.Equal(out.String(), "data")
 	is.NoErr(in.WaitReady(ctx, instance.Ready{Probe: func(context.Context, *instance.Instance) (bool, string, error) { return true, "", nil }}))
-	h, err := mm.Acquire(ctx, in.Name(), "back", root, mount.Options{ReadOnly: true})
+	h, err := mm.Acquire(ctx, in.Name(), "back", root, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
 	is.NoErr(mm.Release(ctx, h))
 	img, err := importer.Import(ctx, imagebuild.Source{ID: incustest.UniqueName("back-"), Reader: bytes.NewReader(tinyRootfs(0))}, imagebuild.Options{})

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor/incus"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -42,7 +44,7 @@ func TestLaunchedInstanceIsUnprivileged(t *testing.T) {
 	is.True(got.ExpandedConfig["security.privileged"] != "true")
 	is.True(got.ExpandedConfig["security.nesting"] != "true")
 	var out bytes.Buffer
-	_, err = in.Exec(ctxFor(t, time.Minute), instance.Cmd{Args: []string{"cat", "/proc/self/uid_map"}, Stdout: &out})
+	_, err = in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"cat", "/proc/self/uid_map"}, Stdout: &out})
 	is.NoErr(err)
 	f := strings.Fields(out.String()) // "0 <host uid> <count>"
 	is.True(len(f) >= 3)
@@ -61,7 +63,7 @@ func TestProcessLimitEnforced(t *testing.T) {
 	_, in := launchBusybox(t, instance.Spec{Config: map[string]string{"limits.processes": strconv.Itoa(limit)}})
 	ctx := ctxFor(t, time.Minute)
 	var out, errs bytes.Buffer
-	_, err := in.Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done; echo spawned"}, Stdout: &out, Stderr: &errs, Timeout: 30 * time.Second})
+	_, err := in.Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done; echo spawned"}, Stdout: &out, Stderr: &errs, Timeout: 30 * time.Second})
 	is.NoErr(err)
 	t.Logf("stdout: %q, stderr: %.200s", out.String(), errs.String())
 	is.True(strings.Contains(errs.String(), "can't fork")) // forks were refused
@@ -121,7 +123,7 @@ func TestHTTPSVerifiesServer(t *testing.T) {
 	connect := func(server string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		b, err := executor.NewBackend(ctx, executor.Config{Remote: "https://" + addr, ClientCert: clientCert, ClientKey: clientKey, ServerCert: server, Owner: name, Reconnect: -1})
+		b, err := incus.NewBackend(ctx, incus.Config{Remote: "https://" + addr, ClientCert: clientCert, ClientKey: clientKey, ServerCert: server, Owner: name, Reconnect: -1})
 		if err == nil {
 			defer b.Close()
 			_, err = b.Client().GetInstanceNames(api.InstanceTypeAny)

@@ -13,7 +13,7 @@
 //	<Root>/<instance>/data/<hash>  one bind mount per acquired alias
 //	<Root>/<instance>/mounts.json  the holds, out of the instance's reach
 //
-// mounts.json is the record that mount.Manager keeps in the instance's
+// mounts.json is the record that the mount/incus Manager keeps in the instance's
 // configuration: {"<hash>": {"alias", "source", "options", "holders":
 // {"<holder ID>": "<owner>"}}}. It is rewritten atomically under an flock of
 // the instance directory, so managers in several processes share it, and a
@@ -22,8 +22,8 @@
 // entry (a crash between mounting and recording) is replaced on the next
 // acquire of its alias and removed by RemoveInstance.
 //
-// Sources are checked against the allowlist like mount.Manager does, and
-// then, closing the window mount.Manager leaves open, opened with
+// Sources are checked against the allowlist like the mount/incus Manager does, and
+// then, closing the window the mount/incus Manager leaves open, opened with
 // openat2(RESOLVE_NO_SYMLINKS) on the resolved path, checked again through
 // the descriptor, and mounted from the descriptor: a symlink swapped in
 // after the check is refused instead of followed.

@@ -11,7 +11,7 @@ import (
 )
 
 // An executor creates an instance's directories, binds the data directory
-// to /data in the instance, and acquires aliases as with mount.Manager: the
+// to /data in the instance, and acquires aliases as with the mount/incus Manager: the
 // alias appears under the data directory at the hash that mount.Path names.
 func ExampleManager() {
 	root, err := os.MkdirTemp("", "hostbind-example-")

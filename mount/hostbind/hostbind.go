@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/mount"
 	"golang.org/x/sys/unix"
 )
@@ -88,7 +89,7 @@ func (m *Manager) DataDir(instance string) string { return filepath.Join(m.root,
 // CreateInstance creates the instance's directories (if missing) and
 // returns its data directory.
 func (m *Manager) CreateInstance(instance string) (string, error) {
-	if err := mount.ValidateInstanceName(instance); err != nil {
+	if err := mount.CheckInstance(instance); err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(m.DataDir(instance), 0o755); err != nil {
@@ -102,7 +103,7 @@ func (m *Manager) CreateInstance(instance string) (string, error) {
 // directory; the instance's handles are released with it. A missing
 // instance is not an error.
 func (m *Manager) RemoveInstance(ctx context.Context, instance string) error {
-	if err := mount.ValidateInstanceName(instance); err != nil {
+	if err := mount.CheckInstance(instance); err != nil {
 		return err
 	}
 	l, err := m.lock(ctx, instance)
@@ -150,14 +151,14 @@ type options struct {
 }
 
 // Acquire implements mount.Mounter.
-func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, opts mount.Options) (mount.Handle, error) {
-	if err := mount.ValidateInstanceName(instance); err != nil {
+func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, opts executor.MountOptions) (mount.Handle, error) {
+	if err := mount.CheckInstance(instance); err != nil {
 		return mount.Handle{}, err
 	}
 	if err := mount.ValidateAlias(alias); err != nil {
 		return mount.Handle{}, err
 	}
-	if err := opts.Validate(); err != nil {
+	if err := mount.ValidateOptions(opts); err != nil {
 		return mount.Handle{}, err
 	}
 	if opts.Shift {
@@ -246,7 +247,7 @@ func (m *Manager) Release(ctx context.Context, h mount.Handle) error {
 
 // Mounts implements mount.Inspector.
 func (m *Manager) Mounts(ctx context.Context, instance string) ([]mount.Mount, error) {
-	if err := mount.ValidateInstanceName(instance); err != nil {
+	if err := mount.CheckInstance(instance); err != nil {
 		return nil, err
 	}
 	l, err := m.lock(ctx, instance)
@@ -262,7 +263,7 @@ func (m *Manager) Mounts(ctx context.Context, instance string) ([]mount.Mount, e
 	for hash, e := range st {
 		mt := mount.Mount{
 			Alias: e.Alias, Path: mount.DataDir + "/" + hash, Source: e.Source,
-			Options: mount.Options{ReadOnly: e.Options.ReadOnly, Propagation: e.Options.Propagation},
+			Options: executor.MountOptions{ReadOnly: e.Options.ReadOnly, Propagation: e.Options.Propagation},
 		}
 		for _, id := range slices.Sorted(maps.Keys(e.Holders)) {
 			mt.Holders = append(mt.Holders, mount.Holder{ID: id, Owner: e.Holders[id]})

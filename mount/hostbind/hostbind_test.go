@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/mount/hostbind"
 	"github.com/incusexec/incusexec/mount/mounttest"
@@ -118,7 +119,7 @@ func TestShiftUnsupported(t *testing.T) {
 	is.NoErr(err)
 	_, err = m.CreateInstance("a")
 	is.NoErr(err)
-	_, err = m.Acquire(context.Background(), "a", "x", src, mount.Options{Shift: true})
+	_, err = m.Acquire(context.Background(), "a", "x", src, executor.MountOptions{Shift: true})
 	is.True(errors.Is(err, mount.ErrInvalid))
 	is.True(errors.Is(err, errors.ErrUnsupported))
 }
@@ -135,9 +136,9 @@ func TestRemoveInstanceKeepsSources(t *testing.T) {
 	is.NoErr(err)
 	data, err := m.CreateInstance("a")
 	is.NoErr(err)
-	h, err := m.Acquire(ctx, "a", "x", src, mount.Options{})
+	h, err := m.Acquire(ctx, "a", "x", src, executor.MountOptions{})
 	is.NoErr(err)
-	_, err = m.Acquire(ctx, "a", "y", src, mount.Options{ReadOnly: true})
+	_, err = m.Acquire(ctx, "a", "y", src, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
 	is.NoErr(os.WriteFile(filepath.Join(data, "task-output"), []byte("o"), 0o644))
 	is.NoErr(m.RemoveInstance(ctx, "a"))
@@ -162,7 +163,7 @@ func TestRebootDropsRecords(t *testing.T) {
 	is.NoErr(err)
 	data, err := m.CreateInstance("a")
 	is.NoErr(err)
-	_, err = m.Acquire(ctx, "a", "x", src, mount.Options{})
+	_, err = m.Acquire(ctx, "a", "x", src, executor.MountOptions{})
 	is.NoErr(err)
 	target := filepath.Join(data, mount.AliasHash("x"))
 	is.NoErr(unmountForTest(target)) // what a reboot does
@@ -172,7 +173,7 @@ func TestRebootDropsRecords(t *testing.T) {
 	ms, err := m2.Mounts(ctx, "a")
 	is.NoErr(err)
 	is.Equal(len(ms), 0)
-	h, err := m2.Acquire(ctx, "a", "x", src, mount.Options{})
+	h, err := m2.Acquire(ctx, "a", "x", src, executor.MountOptions{})
 	is.NoErr(err)
 	is.NoErr(os.WriteFile(filepath.Join(src, "f"), []byte("z"), 0o644))
 	b, err := os.ReadFile(filepath.Join(target, "f"))

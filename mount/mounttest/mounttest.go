@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/matryer/is"
 )
@@ -159,9 +160,9 @@ func testSharedAlias(t *testing.T, h Harness) {
 	m := h.New(t, []string{r})
 	a, b := h.CreateInstance(t), h.CreateInstance(t)
 
-	ha, err := m.Acquire(ctx, a, "isabelle/heaps", src, mount.Options{})
+	ha, err := m.Acquire(ctx, a, "isabelle/heaps", src, executor.MountOptions{})
 	is.NoErr(err)
-	hb, err := m.Acquire(ctx, b, "isabelle/heaps", src, mount.Options{})
+	hb, err := m.Acquire(ctx, b, "isabelle/heaps", src, executor.MountOptions{})
 	is.NoErr(err)
 	is.Equal(ha.Path, mount.Path("isabelle/heaps")) // same documented path in both
 	is.Equal(hb.Path, ha.Path)
@@ -208,9 +209,9 @@ func testReadOnly(t *testing.T, h Harness) {
 	m := h.New(t, []string{r})
 	inst := h.CreateInstance(t)
 
-	hro, err := m.Acquire(ctx, inst, "ro", ro, mount.Options{ReadOnly: true})
+	hro, err := m.Acquire(ctx, inst, "ro", ro, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
-	hrw, err := m.Acquire(ctx, inst, "rw", rw, mount.Options{})
+	hrw, err := m.Acquire(ctx, inst, "rw", rw, executor.MountOptions{})
 	is.NoErr(err)
 
 	is.NoErr(visible(ctx, h, inst, "ro", "ro"))
@@ -247,7 +248,7 @@ func testReleaseOrder(t *testing.T, h Harness) {
 
 	// A second alias stays attached throughout: releases of one alias must
 	// not touch another.
-	hother, err := m.Acquire(ctx, inst, "other", other, mount.Options{})
+	hother, err := m.Acquire(ctx, inst, "other", other, executor.MountOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +259,7 @@ func testReleaseOrder(t *testing.T, h Harness) {
 			alias := fmt.Sprintf("order-%d", n)
 			var hs []mount.Handle
 			for range 3 {
-				hd, err := m.Acquire(ctx, inst, alias, src, mount.Options{})
+				hd, err := m.Acquire(ctx, inst, alias, src, executor.MountOptions{})
 				is.NoErr(err)
 				hs = append(hs, hd)
 			}
@@ -291,19 +292,19 @@ func testConflicts(t *testing.T, h Harness) {
 	m := h.New(t, []string{r})
 	inst := h.CreateInstance(t)
 
-	hd, err := m.Acquire(ctx, inst, "a", src, mount.Options{})
+	hd, err := m.Acquire(ctx, inst, "a", src, executor.MountOptions{})
 	is.NoErr(err)
-	_, err = m.Acquire(ctx, inst, "a", src2, mount.Options{})
+	_, err = m.Acquire(ctx, inst, "a", src2, executor.MountOptions{})
 	is.True(errors.Is(err, mount.ErrInUse)) // other source
 	t.Log(err)
-	_, err = m.Acquire(ctx, inst, "a", src, mount.Options{ReadOnly: true})
+	_, err = m.Acquire(ctx, inst, "a", src, executor.MountOptions{ReadOnly: true})
 	is.True(errors.Is(err, mount.ErrInUse)) // other options
-	_, err = m.Acquire(ctx, inst, "a", src, mount.Options{Propagation: "shared"})
+	_, err = m.Acquire(ctx, inst, "a", src, executor.MountOptions{Propagation: "shared"})
 	is.True(errors.Is(err, mount.ErrInUse))
 	is.Equal(holders(t, m, inst, "a"), 1) // the refusals took no hold
 
 	// The same source through another spelling is the same mount.
-	hd2, err := m.Acquire(ctx, inst, "a", src+"/./", mount.Options{})
+	hd2, err := m.Acquire(ctx, inst, "a", src+"/./", executor.MountOptions{})
 	is.NoErr(err)
 	is.Equal(holders(t, m, inst, "a"), 2)
 	is.NoErr(m.Release(ctx, hd2))
@@ -316,14 +317,14 @@ func testConflicts(t *testing.T, h Harness) {
 
 	for _, bad := range []struct {
 		instance, alias string
-		opts            mount.Options
+		opts            executor.MountOptions
 	}{
-		{inst, "", mount.Options{}},
-		{inst, "a\x00b", mount.Options{}},
-		{inst, strings.Repeat("x", mount.MaxAliasLen+1), mount.Options{}},
-		{inst, "a", mount.Options{Propagation: "bogus"}},
-		{"", "a", mount.Options{}},
-		{"../etc", "a", mount.Options{}},
+		{inst, "", executor.MountOptions{}},
+		{inst, "a\x00b", executor.MountOptions{}},
+		{inst, strings.Repeat("x", mount.MaxAliasLen+1), executor.MountOptions{}},
+		{inst, "a", executor.MountOptions{Propagation: "bogus"}},
+		{"", "a", executor.MountOptions{}},
+		{"../etc", "a", executor.MountOptions{}},
 	} {
 		_, err := m.Acquire(ctx, bad.instance, bad.alias, src, bad.opts)
 		is.True(errors.Is(err, mount.ErrInvalid))
@@ -331,7 +332,7 @@ func testConflicts(t *testing.T, h Harness) {
 	is.True(errors.Is(m.Release(ctx, mount.Handle{}), mount.ErrInvalid))
 
 	missing := "gone-" + strings.ToLower(mount.NewHolderID())
-	_, err = m.Acquire(ctx, missing, "a", src, mount.Options{})
+	_, err = m.Acquire(ctx, missing, "a", src, executor.MountOptions{})
 	is.True(errors.Is(err, mount.ErrNotFound))
 	_, err = m.Mounts(ctx, missing)
 	is.True(errors.Is(err, mount.ErrNotFound))
@@ -380,7 +381,7 @@ func testRefusals(t *testing.T, h Harness) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
-			_, err := m.Acquire(ctx, inst, "refused-"+tc.name, tc.source, mount.Options{})
+			_, err := m.Acquire(ctx, inst, "refused-"+tc.name, tc.source, executor.MountOptions{})
 			is.True(errors.Is(err, mount.ErrNotAllowed))
 			t.Log(err)
 		})
@@ -393,7 +394,7 @@ func testRefusals(t *testing.T, h Harness) {
 	// A symlink that stays inside the root is fine, and the mount records
 	// where it led.
 	link := mustSymlink(inside, filepath.Join(r, "link"))
-	hd, err := m.Acquire(ctx, inst, "linked", link, mount.Options{})
+	hd, err := m.Acquire(ctx, inst, "linked", link, executor.MountOptions{})
 	is.NoErr(err)
 	is.NoErr(visible(ctx, h, inst, "linked", "inside"))
 	ms, err = m.Mounts(ctx, inst)
@@ -401,7 +402,7 @@ func testRefusals(t *testing.T, h Harness) {
 	is.Equal(len(ms), 1)
 	is.Equal(ms[0].Source, inside)
 	// The allowed root itself may be mounted.
-	hr, err := m.Acquire(ctx, inst, "root", r, mount.Options{ReadOnly: true})
+	hr, err := m.Acquire(ctx, inst, "root", r, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
 	is.NoErr(m.Release(ctx, hr))
 	is.NoErr(m.Release(ctx, hd))
@@ -415,9 +416,9 @@ func testRestart(t *testing.T, h Harness) {
 	inst := h.CreateInstance(t)
 
 	first := h.New(t, []string{r})
-	h1, err := first.Acquire(ctx, inst, "kept", src, mount.Options{ReadOnly: true})
+	h1, err := first.Acquire(ctx, inst, "kept", src, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
-	h2, err := first.Acquire(ctx, inst, "kept", src, mount.Options{ReadOnly: true})
+	h2, err := first.Acquire(ctx, inst, "kept", src, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
 
 	// A new manager, as after the host process restarted, finds the holds.
@@ -432,7 +433,7 @@ func testRestart(t *testing.T, h Harness) {
 	is.True(slices.Contains(ids, h1.Holder) && slices.Contains(ids, h2.Holder))
 
 	// It shares the existing mount instead of attaching it a second time,
-	h3, err := second.Acquire(ctx, inst, "kept", src, mount.Options{ReadOnly: true})
+	h3, err := second.Acquire(ctx, inst, "kept", src, executor.MountOptions{ReadOnly: true})
 	is.NoErr(err)
 	is.Equal(holders(t, second, inst, "kept"), 3)
 	if tr, ok := transitions(h, inst, "kept"); ok {
@@ -457,14 +458,14 @@ func testVanished(t *testing.T, h Harness) {
 	src := sourceDir(t, r, "src", "v")
 	m := h.New(t, []string{r})
 	inst := h.CreateInstance(t)
-	hd, err := m.Acquire(ctx, inst, "v", src, mount.Options{})
+	hd, err := m.Acquire(ctx, inst, "v", src, executor.MountOptions{})
 	is.NoErr(err)
 	h.DeleteInstance(t, inst)
 
 	is.NoErr(m.Release(ctx, hd)) // the hold went with the instance
 	_, err = m.Mounts(ctx, inst)
 	is.True(errors.Is(err, mount.ErrNotFound))
-	_, err = m.Acquire(ctx, inst, "v", src, mount.Options{})
+	_, err = m.Acquire(ctx, inst, "v", src, executor.MountOptions{})
 	is.True(errors.Is(err, mount.ErrNotFound))
 	_, err = os.Stat(filepath.Join(src, "hello")) // the host's files are untouched
 	is.NoErr(err)
@@ -478,14 +479,14 @@ func testCancelled(t *testing.T, h Harness) {
 	inst := h.CreateInstance(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := m.Acquire(ctx, inst, "c", src, mount.Options{})
+	_, err := m.Acquire(ctx, inst, "c", src, executor.MountOptions{})
 	is.True(errors.Is(err, context.Canceled))
 	ms, err := m.Mounts(ctxFor(t), inst)
 	is.NoErr(err)
 	is.Equal(len(ms), 0)
 
 	// A release that cannot start keeps the hold.
-	hd, err := m.Acquire(ctxFor(t), inst, "c", src, mount.Options{})
+	hd, err := m.Acquire(ctxFor(t), inst, "c", src, executor.MountOptions{})
 	is.NoErr(err)
 	is.True(errors.Is(m.Release(ctx, hd), context.Canceled))
 	is.Equal(holders(t, m, inst, "c"), 1)
@@ -506,7 +507,7 @@ func testConcurrentFirstAcquire(t *testing.T, h Harness) {
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { handles[i], errs[i] = m.Acquire(ctx, inst, "many", src, mount.Options{}) })
+		wg.Go(func() { handles[i], errs[i] = m.Acquire(ctx, inst, "many", src, executor.MountOptions{}) })
 	}
 	wg.Wait()
 	is.NoErr(errors.Join(errs...))
@@ -571,7 +572,7 @@ func testStress(t *testing.T, h Harness) {
 		}
 	}
 	acquire := func(k int) {
-		hd, err := m.Acquire(ctx, keys[k].inst, keys[k].alias, keys[k].src, mount.Options{})
+		hd, err := m.Acquire(ctx, keys[k].inst, keys[k].alias, keys[k].src, executor.MountOptions{})
 		if err != nil {
 			fail(err)
 			return
@@ -688,11 +689,11 @@ func testShift(t *testing.T, h Harness) {
 
 	// Unshifted, the host's root-owned 0700 directory would belong to
 	// nobody inside, unreadable: Acquire refuses it and names the source.
-	_, err := m.Acquire(ctx, inst, "plain", src, mount.Options{})
+	_, err := m.Acquire(ctx, inst, "plain", src, executor.MountOptions{})
 	is.True(errors.Is(err, mount.ErrUnreadable))
 	is.True(strings.Contains(err.Error(), src))
 	// Shifted, the instance's root owns it.
-	shifted, err := m.Acquire(ctx, inst, "shifted", src, mount.Options{Shift: true})
+	shifted, err := m.Acquire(ctx, inst, "shifted", src, executor.MountOptions{Shift: true})
 	is.NoErr(err)
 	is.NoErr(visible(ctx, h, inst, "shifted", "mine"))
 	is.NoErr(h.WriteFile(ctx, inst, shifted.Path+"/back", []byte("b")))

@@ -1,10 +1,12 @@
-package executor_test
+package incus_test
 
 import (
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/incusexec/incusexec/executor/incus"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -19,45 +21,45 @@ func TestEnsurePoolCreatesReusesAndRemoves(t *testing.T) {
 	name, owner := incustest.UniqueName("pool-"), incustest.UniqueName("owner-")
 	t.Cleanup(func() { _ = d.Client.DeleteStoragePool(name) })
 
-	got, created, err := executor.EnsurePool(ctx, d.Client, executor.PoolSpec{Name: name, Owner: owner, Driver: "dir"})
+	got, created, err := incus.EnsurePool(ctx, d.Client, incus.PoolSpec{Name: name, Owner: owner, Driver: "dir"})
 	is.NoErr(err)
 	is.Equal(got, name)
 	is.True(created)
 	p, _, err := d.Client.GetStoragePool(name)
 	is.NoErr(err)
 	is.Equal(p.Driver, "dir")
-	is.Equal(p.Config[executor.PoolOwnerKey], owner)
+	is.Equal(p.Config[executor.OwnerKey], owner)
 	is.Equal(p.Description, "created by incusexec for "+owner)
 
-	got, created, err = executor.EnsurePool(ctx, d.Client, executor.PoolSpec{Name: name, Owner: owner})
+	got, created, err = incus.EnsurePool(ctx, d.Client, incus.PoolSpec{Name: name, Owner: owner})
 	is.NoErr(err)
 	is.Equal(got, name)
 	is.True(!created) // second call uses the pool
 
-	err = executor.RemovePool(ctx, d.Client, name, "someone-else")
+	err = incus.RemovePool(ctx, d.Client, name, "someone-else")
 	is.True(errors.Is(err, executor.ErrNotAllowed))
 	is.True(strings.Contains(err.Error(), name))
 
 	vol := incustest.UniqueName("vol-")
 	is.NoErr(d.Client.CreateStoragePoolVolume(name, api.StorageVolumesPost{Name: vol, Type: "custom"}))
-	err = executor.RemovePool(ctx, d.Client, name, owner)
-	is.True(errors.Is(err, executor.ErrInUse))
+	err = incus.RemovePool(ctx, d.Client, name, owner)
+	is.True(errors.Is(err, incus.ErrInUse))
 	is.True(strings.Contains(err.Error(), vol)) // names the user
 	_, _, err = d.Client.GetStoragePool(name)
 	is.NoErr(err) // still there
 
 	is.NoErr(d.Client.DeleteStoragePoolVolume(name, "custom", vol))
-	is.NoErr(executor.RemovePool(ctx, d.Client, name, owner))
+	is.NoErr(incus.RemovePool(ctx, d.Client, name, owner))
 	names, err := d.Client.GetStoragePoolNames()
 	is.NoErr(err)
 	is.True(!slices.Contains(names, name))
-	is.NoErr(executor.RemovePool(ctx, d.Client, name, owner)) // gone: no error
+	is.NoErr(incus.RemovePool(ctx, d.Client, name, owner)) // gone: no error
 }
 
 func TestEnsurePoolUsesAnExistingPool(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	got, created, err := executor.EnsurePool(t.Context(), d.Client, executor.PoolSpec{Owner: incustest.UniqueName("owner-")})
+	got, created, err := incus.EnsurePool(t.Context(), d.Client, incus.PoolSpec{Owner: incustest.UniqueName("owner-")})
 	is.NoErr(err)
 	is.True(!created)
 	names, err := d.Client.GetStoragePoolNames()
@@ -65,7 +67,7 @@ func TestEnsurePoolUsesAnExistingPool(t *testing.T) {
 	is.True(slices.Contains(names, got))
 	is.True(!slices.Contains(names, "incusexec")) // the fallback was not made
 
-	got, created, err = executor.EnsurePool(t.Context(), d.Client, executor.PoolSpec{Name: d.Pool, Owner: "x"})
+	got, created, err = incus.EnsurePool(t.Context(), d.Client, incus.PoolSpec{Name: d.Pool, Owner: "x"})
 	is.NoErr(err)
 	is.Equal(got, d.Pool)
 	is.True(!created)
@@ -76,16 +78,16 @@ func TestEnsurePoolBadInput(t *testing.T) {
 	name := incustest.UniqueName("pool-")
 	for _, tc := range []struct {
 		what string
-		spec executor.PoolSpec
+		spec incus.PoolSpec
 		want string
 	}{
-		{"unknown driver", executor.PoolSpec{Name: name, Owner: "o", Driver: "nosuchfs"}, `"nosuchfs"`},
-		{"no owner", executor.PoolSpec{Name: name}, "owner"},
-		{"slash in name", executor.PoolSpec{Name: name + "/x", Owner: "o"}, name + "/x"},
+		{"unknown driver", incus.PoolSpec{Name: name, Owner: "o", Driver: "nosuchfs"}, `"nosuchfs"`},
+		{"no owner", incus.PoolSpec{Name: name}, "owner"},
+		{"slash in name", incus.PoolSpec{Name: name + "/x", Owner: "o"}, name + "/x"},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
 			is := is.New(t)
-			_, created, err := executor.EnsurePool(t.Context(), d.Client, tc.spec)
+			_, created, err := incus.EnsurePool(t.Context(), d.Client, tc.spec)
 			is.True(errors.Is(err, executor.ErrInvalid))
 			is.True(strings.Contains(err.Error(), tc.want)) // names the fault
 			is.True(!created)
@@ -95,6 +97,6 @@ func TestEnsurePoolBadInput(t *testing.T) {
 		})
 	}
 	is := is.New(t)
-	err := executor.RemovePool(t.Context(), d.Client, "", "o")
+	err := incus.RemovePool(t.Context(), d.Client, "", "o")
 	is.True(errors.Is(err, executor.ErrInvalid))
 }

@@ -1,4 +1,4 @@
-package mount_test
+package incus_test
 
 import (
 	"context"
@@ -12,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
 
 	"github.com/incusexec/incusexec/mount"
 	incus "github.com/lxc/incus/v6/client"
@@ -98,7 +101,7 @@ func (s *fakeServer) state(name string) (devices []string, keys []string) {
 		devices = append(devices, d)
 	}
 	for k := range s.insts[name].Config {
-		if strings.HasPrefix(k, mount.ConfigPrefix) {
+		if strings.HasPrefix(k, mountincus.ConfigPrefix) {
 			keys = append(keys, k)
 		}
 	}
@@ -145,9 +148,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func fakeManager(t *testing.T, s *fakeServer) (*mount.Manager, string) {
+func fakeManager(t *testing.T, s *fakeServer) (*mountincus.Manager, string) {
 	root := t.TempDir()
-	m, err := mount.New(mount.Config{Client: s, AllowedRoots: []string{root}})
+	m, err := mountincus.New(mountincus.Config{Client: s, AllowedRoots: []string{root}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +174,7 @@ func TestAbandonedAcquireIsUndone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
 	go func() {
-		_, err := m.Acquire(ctx, "c1", "a", root, mount.Options{})
+		_, err := m.Acquire(ctx, "c1", "a", root, executor.MountOptions{})
 		errc <- err
 	}()
 	waitFor(t, "the first update", func() bool { return s.updateCount() == 1 })
@@ -201,16 +204,16 @@ func TestQueuedAcquireCancelled(t *testing.T) {
 	m, root := fakeManager(t, s)
 	ctx := context.Background()
 	first := make(chan error)
-	go func() { _, err := m.Acquire(ctx, "c1", "first", root, mount.Options{}); first <- err }()
+	go func() { _, err := m.Acquire(ctx, "c1", "first", root, executor.MountOptions{}); first <- err }()
 	waitFor(t, "the first update", func() bool { return s.updateCount() == 1 })
 
 	ctx2, cancel := context.WithCancel(ctx)
 	second := make(chan error)
-	go func() { _, err := m.Acquire(ctx2, "c1", "second", root, mount.Options{}); second <- err }()
-	waitFor(t, "the queued acquire", func() bool { return mount.QueueLen(m, "c1") == 1 })
+	go func() { _, err := m.Acquire(ctx2, "c1", "second", root, executor.MountOptions{}); second <- err }()
+	waitFor(t, "the queued acquire", func() bool { return mountincus.QueueLen(m, "c1") == 1 })
 	cancel()
 	is.True(errors.Is(<-second, context.Canceled))
-	is.Equal(mount.QueueLen(m, "c1"), 0)
+	is.Equal(mountincus.QueueLen(m, "c1"), 0)
 	close(gate)
 	is.NoErr(<-first)
 	ms, err := m.Mounts(ctx, "c1")
@@ -227,7 +230,7 @@ func TestBadChangeFailsAlone(t *testing.T) {
 	is := is.New(t)
 	s := newFakeServer("c1")
 	gate := make(chan struct{})
-	bad := mount.DeviceName("bad")
+	bad := mountincus.DeviceName("bad")
 	s.onUpdate = func(n int, put api.InstancePut) (<-chan struct{}, error) {
 		if n == 1 {
 			return gate, nil
@@ -240,16 +243,16 @@ func TestBadChangeFailsAlone(t *testing.T) {
 	m, root := fakeManager(t, s)
 	ctx := context.Background()
 	first := make(chan error)
-	go func() { _, err := m.Acquire(ctx, "c1", "first", root, mount.Options{}); first <- err }()
+	go func() { _, err := m.Acquire(ctx, "c1", "first", root, executor.MountOptions{}); first <- err }()
 	waitFor(t, "the first update", func() bool { return s.updateCount() == 1 })
 
 	aliases := []string{"good1", "bad", "good2"}
 	errs := make([]error, len(aliases))
 	var wg sync.WaitGroup
 	for i, a := range aliases {
-		wg.Go(func() { _, errs[i] = m.Acquire(ctx, "c1", a, root, mount.Options{}) })
+		wg.Go(func() { _, errs[i] = m.Acquire(ctx, "c1", a, root, executor.MountOptions{}) })
 	}
-	waitFor(t, "three queued acquires", func() bool { return mount.QueueLen(m, "c1") == 3 })
+	waitFor(t, "three queued acquires", func() bool { return mountincus.QueueLen(m, "c1") == 3 })
 	close(gate)
 	wg.Wait()
 	is.NoErr(<-first)
@@ -272,13 +275,13 @@ func TestBadChangeFailsAlone(t *testing.T) {
 func TestStaleRecordIgnored(t *testing.T) {
 	is := is.New(t)
 	s := newFakeServer("c1")
-	s.insts["c1"].Config[mount.ConfigPrefix+mount.AliasHash("a")] = `{"alias":"a","holders":{"0123456789abcdef":"old"}}`
+	s.insts["c1"].Config[mountincus.ConfigPrefix+mount.AliasHash("a")] = `{"alias":"a","holders":{"0123456789abcdef":"old"}}`
 	m, root := fakeManager(t, s)
 	ctx := context.Background()
 	ms, err := m.Mounts(ctx, "c1")
 	is.NoErr(err)
 	is.Equal(len(ms), 0)
-	h, err := m.Acquire(ctx, "c1", "a", root, mount.Options{})
+	h, err := m.Acquire(ctx, "c1", "a", root, executor.MountOptions{})
 	is.NoErr(err)
 	ms, err = m.Mounts(ctx, "c1")
 	is.NoErr(err)

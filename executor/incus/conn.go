@@ -1,4 +1,4 @@
-package executor
+package incus
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	incus "github.com/lxc/incus/v6/client"
+	incusclient "github.com/lxc/incus/v6/client"
 )
 
 // DefaultReconnect is how long requests wait for a daemon that does not
@@ -26,7 +26,7 @@ const DefaultReconnect = 30 * time.Second
 // pauses for up to limit or until the request's context ends. Requests
 // that may have reached the daemon are never repeated, except those two
 // idempotent methods.
-func reconnecting(c incus.InstanceServer, limit time.Duration, log *slog.Logger) {
+func reconnecting(c incusclient.InstanceServer, limit time.Duration, log *slog.Logger) {
 	hc, err := c.GetHTTPClient()
 	if err != nil {
 		return
@@ -99,7 +99,7 @@ type retryTransport struct {
 	log   *slog.Logger
 }
 
-// Transport returns the wrapped transport (incus.HTTPTransporter).
+// Transport returns the wrapped transport (incusclient.HTTPTransporter).
 func (r *retryTransport) Transport() *http.Transport { return r.t }
 
 func (r *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {

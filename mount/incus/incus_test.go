@@ -1,4 +1,4 @@
-package mount_test
+package incus_test
 
 import (
 	"bytes"
@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
+
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/mount"
 	"github.com/incusexec/incusexec/mount/mounttest"
@@ -29,7 +32,7 @@ func TestMain(m *testing.M) { incustest.Main(m) }
 // succeed, how often each device of ours is attached and detached: the
 // base of each update is the read whose ETag it carries.
 type recorder struct {
-	mount.Client
+	mountincus.Client
 	updates atomic.Int64
 
 	mu    sync.Mutex
@@ -39,14 +42,14 @@ type recorder struct {
 	beforeUpdate func(instance string)
 }
 
-func newRecorder(c mount.Client) *recorder {
+func newRecorder(c mountincus.Client) *recorder {
 	return &recorder{Client: c, reads: map[string]map[string]bool{}, tr: map[mounttest.Key]mounttest.Transitions{}}
 }
 
 func ours(devices map[string]map[string]string) map[string]bool {
 	set := map[string]bool{}
 	for name := range devices {
-		if strings.HasPrefix(name, mount.DevicePrefix) {
+		if strings.HasPrefix(name, mountincus.DevicePrefix) {
 			set[name] = true
 		}
 	}
@@ -83,7 +86,7 @@ func (r *recorder) UpdateInstance(name string, put api.InstancePut, etag string)
 	before, after := r.reads[name+"\x00"+etag], ours(put.Devices)
 	for dev := range after {
 		if !before[dev] {
-			k := mounttest.Key{Instance: name, Hash: strings.TrimPrefix(dev, mount.DevicePrefix)}
+			k := mounttest.Key{Instance: name, Hash: strings.TrimPrefix(dev, mountincus.DevicePrefix)}
 			t := r.tr[k]
 			t.Attached++
 			r.tr[k] = t
@@ -91,7 +94,7 @@ func (r *recorder) UpdateInstance(name string, put api.InstancePut, etag string)
 	}
 	for dev := range before {
 		if !after[dev] {
-			k := mounttest.Key{Instance: name, Hash: strings.TrimPrefix(dev, mount.DevicePrefix)}
+			k := mounttest.Key{Instance: name, Hash: strings.TrimPrefix(dev, mountincus.DevicePrefix)}
 			t := r.tr[k]
 			t.Detached++
 			r.tr[k] = t
@@ -118,7 +121,7 @@ func incusHarness(t *testing.T) (mounttest.Harness, *recorder, *incustest.Daemon
 	rec := newRecorder(d.Client)
 	return mounttest.Harness{
 		New: func(t testing.TB, roots []string) mounttest.Mounter {
-			m, err := mount.New(mount.Config{Client: rec, AllowedRoots: roots, Owner: "mounttest"})
+			m, err := mountincus.New(mountincus.Config{Client: rec, AllowedRoots: roots, Owner: "mounttest"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -245,12 +248,12 @@ func TestConcurrentWriterKept(t *testing.T) {
 		})
 	}
 	rec.mu.Unlock()
-	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}})
+	m, err := mountincus.New(mountincus.Config{Client: rec, AllowedRoots: []string{root}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := rec.updates.Load()
-	h, err := m.Acquire(ctx, inst, "contended", root, mount.Options{})
+	h, err := m.Acquire(ctx, inst, "contended", root, executor.MountOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +267,7 @@ func TestConcurrentWriterKept(t *testing.T) {
 	if i.Config["user.other.process"] != "was here" {
 		t.Errorf("the other process's edit was lost: %v", i.Config)
 	}
-	if _, ok := i.Devices[mount.DeviceName("contended")]; !ok {
+	if _, ok := i.Devices[mountincus.DeviceName("contended")]; !ok {
 		t.Errorf("device missing: %v", i.Devices)
 	}
 	if err := m.Release(ctx, h); err != nil {
@@ -284,7 +287,7 @@ func TestForeignDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	put := i.Writable()
-	put.Devices[mount.DeviceName("named")] = map[string]string{"type": "disk", "source": root, "path": "/mnt/named"}
+	put.Devices[mountincus.DeviceName("named")] = map[string]string{"type": "disk", "source": root, "path": "/mnt/named"}
 	put.Devices["by-hand"] = map[string]string{"type": "disk", "source": root, "path": mount.Path("placed")}
 	op, err := d.Client.UpdateInstance(inst, put, etag)
 	if err == nil {
@@ -293,12 +296,12 @@ func TestForeignDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}})
+	m, err := mountincus.New(mountincus.Config{Client: rec, AllowedRoots: []string{root}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, alias := range []string{"named", "placed"} {
-		_, err := m.Acquire(ctx, inst, alias, root, mount.Options{})
+		_, err := m.Acquire(ctx, inst, alias, root, executor.MountOptions{})
 		if !errors.Is(err, mount.ErrInUse) {
 			t.Errorf("acquire %s: %v, want ErrInUse", alias, err)
 		}
@@ -324,9 +327,9 @@ func TestServerRecord(t *testing.T) {
 	ctx := context.Background()
 	inst := createInstance(t, d)
 	root := t.TempDir()
-	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}, Owner: "gateway-1"})
+	m, err := mountincus.New(mountincus.Config{Client: rec, AllowedRoots: []string{root}, Owner: "gateway-1"})
 	is.NoErr(err)
-	h, err := m.Acquire(ctx, inst, "isabelle/heaps", root, mount.Options{ReadOnly: true, Propagation: "rslave"})
+	h, err := m.Acquire(ctx, inst, "isabelle/heaps", root, executor.MountOptions{ReadOnly: true, Propagation: "rslave"})
 	is.NoErr(err)
 	i, _, err := d.Client.GetInstance(inst)
 	is.NoErr(err)
@@ -354,10 +357,10 @@ func TestHostClientUnharmed(t *testing.T) {
 	d.BusyboxImage(t)
 	inst := createInstance(t, d)
 	root := t.TempDir()
-	m, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{root}})
+	m, err := mountincus.New(mountincus.Config{Client: d.Client, AllowedRoots: []string{root}})
 	is.NoErr(err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	h, err := m.Acquire(ctx, inst, "shared-client", root, mount.Options{})
+	h, err := m.Acquire(ctx, inst, "shared-client", root, executor.MountOptions{})
 	is.NoErr(err)
 	_, err = m.Mounts(ctx, inst)
 	is.NoErr(err)
@@ -393,9 +396,9 @@ func TestSwappedSourceRefused(t *testing.T) {
 		})
 	}
 	rec.mu.Unlock()
-	m, err := mount.New(mount.Config{Client: rec, AllowedRoots: []string{root}})
+	m, err := mountincus.New(mountincus.Config{Client: rec, AllowedRoots: []string{root}})
 	is.NoErr(err)
-	_, err = m.Acquire(ctx, inst, "swapped", src, mount.Options{})
+	_, err = m.Acquire(ctx, inst, "swapped", src, executor.MountOptions{})
 	is.True(errors.Is(err, mount.ErrNotAllowed))
 	t.Log(err)
 	i, _, err := d.Client.GetInstance(inst)

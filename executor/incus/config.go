@@ -1,4 +1,4 @@
-package executor
+package incus
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/netbridge"
-	incus "github.com/lxc/incus/v6/client"
+	incusclient "github.com/lxc/incus/v6/client"
 )
 
 // Config configures the Incus backend: how to reach the daemon, and what
@@ -36,7 +37,7 @@ type Config struct {
 	// Client, when set, is used instead of connecting (a test daemon's
 	// client, or one the host set up itself); Socket and Remote are then
 	// ignored and reconnection is the host's business.
-	Client incus.InstanceServer
+	Client incusclient.InstanceServer
 
 	// Project and Target are the Incus project and the cluster member
 	// instances go to ("" for the defaults).
@@ -111,19 +112,34 @@ type Image struct {
 func (img Image) alias() (string, error) {
 	if img.ID == "" {
 		if img.Alias == "" {
-			return "", fmt.Errorf("image: %w: neither ID nor Alias set", ErrInvalid)
+			return "", fmt.Errorf("image: %w: neither ID nor Alias set", executor.ErrInvalid)
 		}
 		return img.Alias, nil
 	}
 	if img.Tarball == "" && img.Open == nil {
-		return "", fmt.Errorf("image %s: %w: neither Tarball nor Open set", img.ID, ErrInvalid)
+		return "", fmt.Errorf("image %s: %w: neither Tarball nor Open set", img.ID, executor.ErrInvalid)
 	}
 	a, err := imagebuild.Alias(img.ID)
-	return a, mapErr(err)
+	return a, err
+}
+
+// Connect returns a connection to the daemon cfg names, in cfg.Project,
+// made the way NewBackend makes its own (reconnecting, shared by
+// goroutines), without the rest of a backend: for a host that needs only
+// the client (an image import, a lookup). Only the connection fields of cfg
+// (Socket, Remote, the certificates, Reconnect, Client, Project) and its
+// Logger count. A daemon that cannot be reached is an error wrapping
+// executor.ErrUnavailable.
+func Connect(ctx context.Context, cfg Config) (incusclient.InstanceServer, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return cfg.connect(ctx, log)
 }
 
 // connect returns cfg's client, in its project.
-func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incus.InstanceServer, error) {
+func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incusclient.InstanceServer, error) {
 	if cfg.Client != nil {
 		c := cfg.Client
 		if cfg.Project != "" {
@@ -132,18 +148,18 @@ func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incus.Instanc
 		return incusop.Shared(c), nil
 	}
 	var (
-		c   incus.InstanceServer
+		c   incusclient.InstanceServer
 		err error
 	)
 	if cfg.Remote != "" {
-		args := &incus.ConnectionArgs{UserAgent: "incusexec"}
+		args := &incusclient.ConnectionArgs{UserAgent: "incusexec"}
 		read := func(path, what string) (string, error) {
 			if path == "" {
 				return "", nil
 			}
 			b, err := os.ReadFile(path)
 			if err != nil {
-				return "", fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+				return "", fmt.Errorf("%w: %s: %v", executor.ErrUnavailable, what, err)
 			}
 			return string(b), nil
 		}
@@ -156,24 +172,24 @@ func (cfg *Config) connect(ctx context.Context, log *slog.Logger) (incus.Instanc
 		if args.TLSServerCert, err = read(cfg.ServerCert, "server certificate"); err != nil {
 			return nil, err
 		}
-		c, err = incus.ConnectIncusWithContext(ctx, cfg.Remote, args)
+		c, err = incusclient.ConnectIncusWithContext(ctx, cfg.Remote, args)
 		if err != nil {
-			return nil, fmt.Errorf("%w: connect to %s: %v", ErrUnavailable, cfg.Remote, err)
+			return nil, fmt.Errorf("%w: connect to %s: %v", executor.ErrUnavailable, cfg.Remote, err)
 		}
 	} else {
-		c, err = incus.ConnectIncusUnixWithContext(ctx, cfg.Socket, &incus.ConnectionArgs{UserAgent: "incusexec"})
+		c, err = incusclient.ConnectIncusUnixWithContext(ctx, cfg.Socket, &incusclient.ConnectionArgs{UserAgent: "incusexec"})
 		if err != nil {
 			where := cfg.Socket
 			if where == "" {
 				where = "the default socket"
 			}
-			return nil, fmt.Errorf("%w: connect to %s: %v", ErrUnavailable, where, err)
+			return nil, fmt.Errorf("%w: connect to %s: %v", executor.ErrUnavailable, where, err)
 		}
 	}
 	// The client keeps the context it was connected with for every later
 	// request: ctx bounds the connection only, not the backend's life.
 	if wc, ok := c.(interface {
-		WithContext(context.Context) incus.InstanceServer
+		WithContext(context.Context) incusclient.InstanceServer
 	}); ok {
 		c = wc.WithContext(context.Background())
 	}

@@ -1,10 +1,12 @@
-package executor_test
+package incus_test
 
 import (
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/incusexec/incusexec/executor/incus"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -22,8 +24,8 @@ func TestEnsurePoolPrefersCopyOnWrite(t *testing.T) {
 		t.Skipf("this host cannot make a btrfs pool on a loop file (the harness pool is %s); the fallback is tested below", d.PoolDriver)
 	}
 	name, owner := incustest.UniqueName("pool-"), incustest.UniqueName("owner-")
-	t.Cleanup(func() { _ = executor.RemovePool(t.Context(), d.Client, name, owner) })
-	ch, err := executor.EnsurePoolChoice(t.Context(), d.Client, executor.PoolSpec{Name: name, Owner: owner, Size: "5GiB"})
+	t.Cleanup(func() { _ = incus.RemovePool(t.Context(), d.Client, name, owner) })
+	ch, err := incus.EnsurePoolChoice(t.Context(), d.Client, incus.PoolSpec{Name: name, Owner: owner, Size: "5GiB"})
 	is.NoErr(err)
 	is.True(ch.Created)
 	is.Equal(ch.Driver, "btrfs")
@@ -32,14 +34,14 @@ func TestEnsurePoolPrefersCopyOnWrite(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(p.Driver, "btrfs")
 	is.Equal(p.Config["size"], "5GiB")
-	is.Equal(p.Config[executor.PoolOwnerKey], owner)
-	is.NoErr(executor.RemovePool(t.Context(), d.Client, name, owner))
+	is.Equal(p.Config[executor.OwnerKey], owner)
+	is.NoErr(incus.RemovePool(t.Context(), d.Client, name, owner))
 }
 
 // noBtrfs is the real daemon as seen by a host without btrfs: GetServer
 // lists every driver but btrfs, or creating a btrfs pool fails.
 type noBtrfs struct {
-	executor.PoolClient
+	incus.PoolClient
 	hide, refuse bool
 }
 
@@ -74,8 +76,8 @@ func TestEnsurePoolFallsBackToDir(t *testing.T) {
 		t.Run(tc.what, func(t *testing.T) {
 			is := is.New(t)
 			name, owner := incustest.UniqueName("pool-"), incustest.UniqueName("owner-")
-			t.Cleanup(func() { _ = executor.RemovePool(t.Context(), d.Client, name, owner) })
-			ch, err := executor.EnsurePoolChoice(t.Context(), tc.client, executor.PoolSpec{Name: name, Owner: owner})
+			t.Cleanup(func() { _ = incus.RemovePool(t.Context(), d.Client, name, owner) })
+			ch, err := incus.EnsurePoolChoice(t.Context(), tc.client, incus.PoolSpec{Name: name, Owner: owner})
 			is.NoErr(err)
 			is.True(ch.Created)
 			is.Equal(ch.Driver, "dir")

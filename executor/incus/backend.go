@@ -1,4 +1,4 @@
-package executor
+package incus
 
 import (
 	"context"
@@ -9,12 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incusop"
-	"github.com/incusexec/incusexec/mount"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
 	"github.com/incusexec/incusexec/netbridge"
-	incus "github.com/lxc/incus/v6/client"
+	incusclient "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -24,10 +25,10 @@ import (
 type Backend struct {
 	cfg    Config
 	log    *slog.Logger
-	client incus.InstanceServer
+	client incusclient.InstanceServer
 
 	instances *instance.Manager
-	mounts    *mount.Manager
+	mounts    *mountincus.Manager
 	images    *imagebuild.Importer
 	networks  *netbridge.Manager
 
@@ -40,7 +41,7 @@ type Backend struct {
 // reached is an error wrapping ErrUnavailable.
 func NewBackend(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Owner == "" {
-		return nil, fmt.Errorf("executor config: %w: Owner is required", ErrInvalid)
+		return nil, fmt.Errorf("executor config: %w: Owner is required", executor.ErrInvalid)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -56,11 +57,11 @@ func NewBackend(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	icfg := instance.Config{Owner: cfg.Owner, Prefix: cfg.Prefix, StopGrace: cfg.StopGrace, Logger: log}
 	if b.instances, err = instance.New(c, icfg); err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
-	if b.mounts, err = mount.New(mount.Config{Client: c, AllowedRoots: cfg.AllowedRoots, Owner: cfg.Owner, Logger: log}); err != nil {
+	if b.mounts, err = mountincus.New(mountincus.Config{Client: c, AllowedRoots: cfg.AllowedRoots, Owner: cfg.Owner, Logger: log}); err != nil {
 		b.Close()
-		return nil, mapErr(err)
+		return nil, err
 	}
 	b.images = &imagebuild.Importer{Client: c, Logger: log}
 	b.networks = netbridge.New(c, netbridge.Options{Logger: log})
@@ -79,7 +80,7 @@ func (b *Backend) ensureNetwork(ctx context.Context) error {
 		}
 		n, err := b.networks.Ensure(ctx, s)
 		if err != nil {
-			return mapErr(err)
+			return err
 		}
 		b.network = n
 		for _, c := range n.Changes {
@@ -96,7 +97,7 @@ func (b *Backend) ensureNetwork(ctx context.Context) error {
 		}
 		p, err := b.networks.EnsureProfile(ctx, s)
 		if err != nil {
-			return mapErr(err)
+			return err
 		}
 		b.profile = p
 		for _, c := range p.Changes {
@@ -117,7 +118,7 @@ func (b *Backend) Close() error {
 
 // Client returns the backend's connection, for what the interfaces do not
 // cover.
-func (b *Backend) Client() incus.InstanceServer { return b.client }
+func (b *Backend) Client() incusclient.InstanceServer { return b.client }
 
 // Network returns the ensured bridge (nil without Config.Network).
 func (b *Backend) Network() *netbridge.Network { return b.network }
@@ -140,46 +141,46 @@ func (b *Backend) Profiles() []string {
 // all.
 func (b *Backend) GC(ctx context.Context, olderThan time.Duration, keep func(name string) bool) ([]string, error) {
 	names, err := b.instances.GC(ctx, instance.GCOptions{OlderThan: olderThan, Keep: keep})
-	return names, mapErr(err)
+	return names, err
 }
 
 // Cleanup removes the owner's bridge, profile and ACLs when nothing uses
 // them any more (netbridge.Manager.Cleanup).
 func (b *Backend) Cleanup(ctx context.Context) ([]netbridge.Change, error) {
 	ch, err := b.networks.Cleanup(ctx, b.cfg.Owner)
-	return ch, mapErr(err)
+	return ch, err
 }
 
 // Executor returns the executor bound to img.
-func (b *Backend) Executor(img Image) (*IncusExecutor, error) {
+func (b *Backend) Executor(img Image) (*Executor, error) {
 	alias, err := img.alias()
 	if err != nil {
 		return nil, err
 	}
-	return &IncusExecutor{b: b, img: img, alias: alias}, nil
+	return &Executor{b: b, img: img, alias: alias}, nil
 }
 
-// IncusExecutor is the Executor of the Incus backend for one image.
-type IncusExecutor struct {
+// Executor is the Executor of the Incus backend for one image.
+type Executor struct {
 	b     *Backend
 	img   Image
 	alias string
 }
 
-var _ Executor = (*IncusExecutor)(nil)
+var _ executor.Executor = (*Executor)(nil)
 
 // Image returns the image alias.
-func (e *IncusExecutor) Image() string { return e.alias }
+func (e *Executor) Image() string { return e.alias }
 
 // Backend returns the backend the executor belongs to.
-func (e *IncusExecutor) Backend() *Backend { return e.b }
+func (e *Executor) Backend() *Backend { return e.b }
 
 // Available checks that the daemon answers and has the driver the image
 // needs (lxc for containers, qemu for VMs).
-func (e *IncusExecutor) Available(ctx context.Context) error {
+func (e *Executor) Available(ctx context.Context) error {
 	srv, _, err := incusop.Bind(ctx, e.b.client).GetServer()
 	if err != nil {
-		return fmt.Errorf("%w: incus daemon: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: incus daemon: %v", executor.ErrUnavailable, err)
 	}
 	driver, kind := "lxc", "containers"
 	if e.img.VM {
@@ -190,12 +191,12 @@ func (e *IncusExecutor) Available(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: incus daemon cannot run %s: drivers %q lack %s", ErrUnavailable, kind, srv.Environment.Driver, driver)
+	return fmt.Errorf("%w: incus daemon cannot run %s: drivers %q lack %s", executor.ErrUnavailable, kind, srv.Environment.Driver, driver)
 }
 
 // EnsureImage checks that the image exists and imports it when it does
 // not and the executor has its tarball.
-func (e *IncusExecutor) EnsureImage(ctx context.Context) error {
+func (e *Executor) EnsureImage(ctx context.Context) error {
 	_, _, err := incusop.Bind(ctx, e.b.client).GetImageAlias(e.alias)
 	switch {
 	case err == nil:
@@ -203,7 +204,7 @@ func (e *IncusExecutor) EnsureImage(ctx context.Context) error {
 	case !api.StatusErrorCheck(err, 404):
 		return fmt.Errorf("image %s: %w", e.alias, err)
 	case e.img.ID == "":
-		return fmt.Errorf("image %s: %w (and the executor has no tarball to import)", e.alias, ErrNotFound)
+		return fmt.Errorf("image %s: %w (and the executor has no tarball to import)", e.alias, executor.ErrNotFound)
 	}
 	src := imagebuild.Source{ID: e.img.ID, Path: e.img.Tarball, SHA256: e.img.SHA256, Metadata: e.img.Metadata}
 	if src.Path == "" {
@@ -222,7 +223,7 @@ func (e *IncusExecutor) EnsureImage(ctx context.Context) error {
 	}
 	img, err := e.b.images.Import(ctx, src, opts)
 	if err != nil {
-		return mapErr(err)
+		return err
 	}
 	e.b.log.Info("image imported", "alias", img.Alias, "fingerprint", img.Fingerprint, "reused", img.Reused)
 	return nil
@@ -230,19 +231,19 @@ func (e *IncusExecutor) EnsureImage(ctx context.Context) error {
 
 // RemoveImage deletes the image and its alias; nil when they are gone. An
 // image still used by instances loses its alias and stays.
-func (e *IncusExecutor) RemoveImage(ctx context.Context) error {
+func (e *Executor) RemoveImage(ctx context.Context) error {
 	err := e.b.images.Delete(ctx, e.alias)
 	if errors.Is(err, imagebuild.ErrNotFound) {
 		return nil
 	}
-	return mapErr(err)
+	return err
 }
 
 // Create creates a stopped instance from the image, with the backend's
 // profiles then spec's.
-func (e *IncusExecutor) Create(ctx context.Context, spec Spec) (Instance, error) {
+func (e *Executor) Create(ctx context.Context, spec executor.Spec) (executor.Instance, error) {
 	if spec.Name != "" {
-		if err := CheckName(spec.Name); err != nil {
+		if err := executor.CheckName(spec.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -259,25 +260,22 @@ func (e *IncusExecutor) Create(ctx context.Context, spec Spec) (Instance, error)
 		NoStart:   true,
 	})
 	if err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
-	return &IncusInstance{e: e, in: in, ephemeral: spec.Ephemeral}, nil
+	return &Instance{e: e, in: in, ephemeral: spec.Ephemeral}, nil
 }
 
 // Statistics returns inst.Stats.
-func (e *IncusExecutor) Statistics(ctx context.Context, inst Instance) (Stats, error) {
+func (e *Executor) Statistics(ctx context.Context, inst executor.Instance) (executor.Stats, error) {
 	return inst.Stats(ctx)
 }
 
-// List returns the names of the owner's instances.
-func (e *IncusExecutor) List(ctx context.Context) ([]string, error) {
-	names, err := e.b.instances.List(ctx)
-	return names, mapErr(err)
-}
+// List returns the names of the owner's instances (Backend.List).
+func (e *Executor) List(ctx context.Context) ([]string, error) { return e.b.List(ctx) }
 
 // AutopkgtestArgs returns [alias, "--", "--profile", P] ("--vm" first for
 // a VM), P being the ensured profile or else the last of Config.Profiles.
-func (e *IncusExecutor) AutopkgtestArgs() []string {
+func (e *Executor) AutopkgtestArgs() []string {
 	profile := "default"
 	if ps := e.b.Profiles(); len(ps) > 0 {
 		profile = ps[len(ps)-1]
@@ -291,11 +289,25 @@ func (e *IncusExecutor) AutopkgtestArgs() []string {
 
 // Instance returns a handle on the existing instance name (one this
 // executor or an earlier process created), or an error wrapping
-// ErrNotFound.
-func (e *IncusExecutor) Instance(ctx context.Context, name string) (*IncusInstance, error) {
+// executor.ErrNotFound.
+func (e *Executor) Instance(ctx context.Context, name string) (*Instance, error) {
 	in, err := e.b.instances.Get(ctx, name)
 	if err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
-	return &IncusInstance{e: e, in: in}, nil
+	return &Instance{e: e, in: in}, nil
 }
+
+// Instance returns a handle on the existing instance name, whatever image
+// it was made from (Backend.Executor is not needed to reach it), or an
+// error wrapping executor.ErrNotFound.
+func (b *Backend) Instance(ctx context.Context, name string) (*Instance, error) {
+	in, err := b.instances.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Instance{e: &Executor{b: b}, in: in}, nil
+}
+
+// List returns the names of the owner's instances, whatever their image.
+func (b *Backend) List(ctx context.Context) ([]string, error) { return b.instances.List(ctx) }

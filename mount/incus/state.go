@@ -1,4 +1,4 @@
-package mount
+package incus
 
 import (
 	"encoding/json"
@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/incusexec/incusexec/executor"
+	"github.com/incusexec/incusexec/mount"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
@@ -23,7 +25,7 @@ const (
 )
 
 // DeviceName is the name of the Incus disk device that mounts alias.
-func DeviceName(alias string) string { return DevicePrefix + AliasHash(alias) }
+func DeviceName(alias string) string { return DevicePrefix + mount.AliasHash(alias) }
 
 // record is the JSON value of a ConfigPrefix key.
 type record struct {
@@ -36,7 +38,7 @@ type entry struct {
 	hash    string
 	alias   string
 	source  string
-	opts    Options
+	opts    executor.MountOptions
 	holders map[string]string
 }
 
@@ -46,16 +48,16 @@ func (e *entry) clone() *entry {
 	return &c
 }
 
-func (e *entry) mount() Mount {
-	m := Mount{Alias: e.alias, Path: DataDir + "/" + e.hash, Source: e.source, Options: e.opts}
+func (e *entry) mount() mount.Mount {
+	m := mount.Mount{Alias: e.alias, Path: mount.DataDir + "/" + e.hash, Source: e.source, Options: e.opts}
 	for _, id := range slices.Sorted(maps.Keys(e.holders)) {
-		m.Holders = append(m.Holders, Holder{ID: id, Owner: e.holders[id]})
+		m.Holders = append(m.Holders, mount.Holder{ID: id, Owner: e.holders[id]})
 	}
 	return m
 }
 
 func (e *entry) device() map[string]string {
-	d := map[string]string{"type": "disk", "source": e.source, "path": DataDir + "/" + e.hash}
+	d := map[string]string{"type": "disk", "source": e.source, "path": mount.DataDir + "/" + e.hash}
 	if e.opts.ReadOnly {
 		d["readonly"] = "true"
 	}
@@ -104,7 +106,7 @@ func parseEntry(hash, value string, dev map[string]string) (*entry, error) {
 	if err := json.Unmarshal([]byte(value), &r); err != nil {
 		return nil, fmt.Errorf("unreadable record: %v", err)
 	}
-	if AliasHash(r.Alias) != hash {
+	if mount.AliasHash(r.Alias) != hash {
 		return nil, fmt.Errorf("record of alias %q does not hash to the key", r.Alias)
 	}
 	if len(r.Holders) == 0 {
@@ -113,14 +115,14 @@ func parseEntry(hash, value string, dev map[string]string) (*entry, error) {
 	if dev == nil {
 		return nil, fmt.Errorf("no device %s%s", DevicePrefix, hash)
 	}
-	if dev["type"] != "disk" || dev["path"] != DataDir+"/"+hash {
-		return nil, fmt.Errorf("device %s%s is not a disk at %s/%s", DevicePrefix, hash, DataDir, hash)
+	if dev["type"] != "disk" || dev["path"] != mount.DataDir+"/"+hash {
+		return nil, fmt.Errorf("device %s%s is not a disk at %s/%s", DevicePrefix, hash, mount.DataDir, hash)
 	}
 	return &entry{
 		hash:   hash,
 		alias:  r.Alias,
 		source: dev["source"],
-		opts: Options{
+		opts: executor.MountOptions{
 			ReadOnly:    isTrue(dev["readonly"]),
 			Shift:       isTrue(dev["shift"]),
 			Propagation: dev["propagation"],

@@ -1,4 +1,4 @@
-package mount_test
+package incus_test
 
 import (
 	"context"
@@ -9,12 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
+
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/mount"
 )
 
 // BenchmarkAttach compares, on one running container, attaching and
-// detaching a host directory through mount.Manager with doing the same by
+// detaching a host directory through mountincus.Manager with doing the same by
 // hand over the raw API (read, add the device, write; read, remove, write)
 // and with the incus CLI; then the cost of a hold on an attached alias and
 // of 50 concurrent holds. It prints a table at the end.
@@ -26,7 +29,7 @@ func BenchmarkAttach(b *testing.B) {
 	inst := createInstance(b, d)
 	src := b.TempDir()
 	ctx := context.Background()
-	m, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{src}})
+	m, err := mountincus.New(mountincus.Config{Client: d.Client, AllowedRoots: []string{src}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,12 +40,12 @@ func BenchmarkAttach(b *testing.B) {
 		perOp[name] = time.Since(start) / time.Duration(ops)
 		mu.Unlock()
 	}
-	rows := []string{"mount.Manager attach+detach", "raw API attach+detach", "incus CLI attach+detach", "mount.Manager hold+release (attached)", "mount.Manager 50 concurrent holds (per hold)"}
+	rows := []string{"mountincus.Manager attach+detach", "raw API attach+detach", "incus CLI attach+detach", "mountincus.Manager hold+release (attached)", "mountincus.Manager 50 concurrent holds (per hold)"}
 
 	b.Run("manager", func(b *testing.B) {
 		start := time.Now()
 		for b.Loop() {
-			hd, err := m.Acquire(ctx, inst, "bench", src, mount.Options{})
+			hd, err := m.Acquire(ctx, inst, "bench", src, executor.MountOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -93,13 +96,13 @@ func BenchmarkAttach(b *testing.B) {
 		record(b, rows[2], start, b.N)
 	})
 	b.Run("hold", func(b *testing.B) {
-		keep, err := m.Acquire(ctx, inst, "bench", src, mount.Options{})
+		keep, err := m.Acquire(ctx, inst, "bench", src, executor.MountOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		start := time.Now()
 		for b.Loop() {
-			hd, err := m.Acquire(ctx, inst, "bench", src, mount.Options{})
+			hd, err := m.Acquire(ctx, inst, "bench", src, executor.MountOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -120,7 +123,7 @@ func BenchmarkAttach(b *testing.B) {
 			for i := range hs {
 				wg.Go(func() {
 					var err error
-					if hs[i], err = m.Acquire(ctx, inst, "bench", src, mount.Options{}); err != nil {
+					if hs[i], err = m.Acquire(ctx, inst, "bench", src, executor.MountOptions{}); err != nil {
 						b.Error(err)
 					}
 				})

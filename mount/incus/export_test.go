@@ -1,4 +1,4 @@
-package mount
+package incus
 
 // QueueLen reports how many changes wait for instance's writer.
 func QueueLen(m *Manager, instance string) int {

@@ -1,4 +1,4 @@
-package mount
+package incus
 
 import (
 	"context"
@@ -15,16 +15,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
-	incus "github.com/lxc/incus/v6/client"
+	"github.com/incusexec/incusexec/mount"
+	incusclient "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
 // Client is the part of the Incus client the Manager uses;
-// incus.InstanceServer satisfies it.
+// incusclient.InstanceServer satisfies it.
 type Client interface {
 	GetInstance(name string) (instance *api.Instance, ETag string, err error)
-	UpdateInstance(name string, instance api.InstancePut, ETag string) (op incus.Operation, err error)
+	UpdateInstance(name string, instance api.InstancePut, ETag string) (op incusclient.Operation, err error)
 }
 
 // Config configures a Manager.
@@ -51,7 +53,7 @@ type Config struct {
 // reference counts. See the package documentation.
 type Manager struct {
 	client  Client
-	allow   *Allowlist
+	allow   *mount.Allowlist
 	owner   string
 	timeout time.Duration
 	log     *slog.Logger
@@ -61,21 +63,21 @@ type Manager struct {
 }
 
 var (
-	_ Mounter   = (*Manager)(nil)
-	_ Inspector = (*Manager)(nil)
+	_ mount.Mounter   = (*Manager)(nil)
+	_ mount.Inspector = (*Manager)(nil)
 )
 
 // New returns a Manager for cfg.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Client == nil {
-		return nil, fmt.Errorf("%w: no Incus client", ErrInvalid)
+		return nil, fmt.Errorf("%w: no Incus client", mount.ErrInvalid)
 	}
-	allow, err := NewAllowlist(cfg.AllowedRoots...)
+	allow, err := mount.NewAllowlist(cfg.AllowedRoots...)
 	if err != nil {
 		return nil, err
 	}
 	client := cfg.Client
-	if s, ok := client.(incus.InstanceServer); ok {
+	if s, ok := client.(incusclient.InstanceServer); ok {
 		client = incusop.Shared(s) // operations from many goroutines at once
 	}
 	m := &Manager{
@@ -99,7 +101,7 @@ func New(cfg Config) (*Manager, error) {
 }
 
 // Allowlist returns the manager's allowed source roots.
-func (m *Manager) Allowlist() *Allowlist { return m.allow }
+func (m *Manager) Allowlist() *mount.Allowlist { return m.allow }
 
 // change is one Acquire or Release waiting to be written.
 type change struct {
@@ -109,7 +111,7 @@ type change struct {
 	hash     string
 	source   string
 	src      sourceInfo // the source's owner and mode, for checkReadable
-	opts     Options
+	opts     executor.MountOptions
 	holder   string
 	done     chan error // buffered; receives the result once
 
@@ -125,31 +127,31 @@ type queue struct {
 // Path(alias) as the disk device DeviceName(alias), unless the alias is
 // attached already, and records the hold in the instance's configuration.
 // Concurrent calls for one instance are written together in one update.
-func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, opts Options) (Handle, error) {
-	if err := ValidateInstanceName(instance); err != nil {
-		return Handle{}, err
+func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, opts executor.MountOptions) (mount.Handle, error) {
+	if err := mount.CheckInstance(instance); err != nil {
+		return mount.Handle{}, err
 	}
-	if err := ValidateAlias(alias); err != nil {
-		return Handle{}, err
+	if err := mount.ValidateAlias(alias); err != nil {
+		return mount.Handle{}, err
 	}
-	if err := opts.Validate(); err != nil {
-		return Handle{}, err
+	if err := mount.ValidateOptions(opts); err != nil {
+		return mount.Handle{}, err
 	}
 	resolved, err := m.allow.Resolve(source)
 	if err != nil {
-		return Handle{}, err
+		return mount.Handle{}, err
 	}
-	c := &change{alias: alias, hash: AliasHash(alias), source: resolved, src: statSource(resolved), opts: opts, holder: NewHolderID(), done: make(chan error, 1)}
+	c := &change{alias: alias, hash: mount.AliasHash(alias), source: resolved, src: statSource(resolved), opts: opts, holder: mount.NewHolderID(), done: make(chan error, 1)}
 	if err := m.submit(ctx, instance, c); err != nil {
-		return Handle{}, err
+		return mount.Handle{}, err
 	}
-	h := Handle{Instance: instance, Alias: alias, Path: Path(alias), Holder: c.holder}
+	h := mount.Handle{Instance: instance, Alias: alias, Path: mount.Path(alias), Holder: c.holder}
 	// Narrow the window of a symlink swapped into the path between Resolve
 	// and the server's mount: if the path no longer resolves to itself, the
 	// server may have followed the swap, so let go and refuse.
 	if again, err := filepath.EvalSymlinks(resolved); err != nil || again != resolved {
 		rerr := m.Release(context.WithoutCancel(ctx), h)
-		return Handle{}, errors.Join(fmt.Errorf("%w: source %q changed while being attached to %s (now %q, %v)", ErrNotAllowed, resolved, instance, again, err), rerr)
+		return mount.Handle{}, errors.Join(fmt.Errorf("%w: source %q changed while being attached to %s (now %q, %v)", mount.ErrNotAllowed, resolved, instance, again, err), rerr)
 	}
 	return h, nil
 }
@@ -157,17 +159,17 @@ func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, o
 // Release implements Mounter. When ctx ends while the release is being
 // written, Release returns ctx's error but the release may still complete;
 // retrying then reports ErrNotHeld.
-func (m *Manager) Release(ctx context.Context, h Handle) error {
-	if err := ValidateHandle(h); err != nil {
+func (m *Manager) Release(ctx context.Context, h mount.Handle) error {
+	if err := mount.ValidateHandle(h); err != nil {
 		return err
 	}
-	c := &change{release: true, alias: h.Alias, hash: AliasHash(h.Alias), holder: h.Holder, done: make(chan error, 1)}
+	c := &change{release: true, alias: h.Alias, hash: mount.AliasHash(h.Alias), holder: h.Holder, done: make(chan error, 1)}
 	return m.submit(ctx, h.Instance, c)
 }
 
 // Mounts implements Inspector, reading the instance from the server.
-func (m *Manager) Mounts(ctx context.Context, instance string) ([]Mount, error) {
-	if err := ValidateInstanceName(instance); err != nil {
+func (m *Manager) Mounts(ctx context.Context, instance string) ([]mount.Mount, error) {
+	if err := mount.CheckInstance(instance); err != nil {
 		return nil, err
 	}
 	if ctx.Err() != nil {
@@ -176,16 +178,16 @@ func (m *Manager) Mounts(ctx context.Context, instance string) ([]Mount, error) 
 	inst, _, err := m.client.GetInstance(instance)
 	if err != nil {
 		if api.StatusErrorCheck(err, http.StatusNotFound) {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
+			return nil, fmt.Errorf("%w: %s", mount.ErrNotFound, instance)
 		}
 		return nil, fmt.Errorf("mount: get instance %s: %w", instance, err)
 	}
 	entries, _ := parseEntries(inst)
-	out := make([]Mount, 0, len(entries))
+	out := make([]mount.Mount, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, e.mount())
 	}
-	slices.SortFunc(out, func(a, b Mount) int {
+	slices.SortFunc(out, func(a, b mount.Mount) int {
 		if a.Alias < b.Alias {
 			return -1
 		}
@@ -256,7 +258,7 @@ func (m *Manager) write(instance string, q *queue) {
 		m.mu.Lock()
 		for i, c := range batch {
 			err := results[i]
-			if c.rollback && err != nil && !errors.Is(err, ErrNotHeld) {
+			if c.rollback && err != nil && !errors.Is(err, mount.ErrNotHeld) {
 				m.log.Error("mount: cannot release an abandoned acquire", "instance", instance, "alias", c.alias, "holder", c.holder, "err", err)
 			}
 			if c.abandoned && !c.release && err == nil {
@@ -294,7 +296,7 @@ func (m *Manager) apply(instance string, batch []*change) []error {
 				for i, c := range batch {
 					results[i] = nil // its mounts went with it
 					if !c.release {
-						results[i] = fmt.Errorf("%w: %s (acquiring %q)", ErrNotFound, instance, c.alias)
+						results[i] = fmt.Errorf("%w: %s (acquiring %q)", mount.ErrNotFound, instance, c.alias)
 					}
 				}
 				return results
@@ -361,7 +363,7 @@ func changeError(c *change, inst *api.Instance, err error) error {
 			where = "cluster member " + inst.Location
 		}
 		return fmt.Errorf("%w: %s (alias %q) does not exist on %s, which runs %s: %w",
-			ErrSourceMissing, c.source, c.alias, where, inst.Name, err)
+			mount.ErrSourceMissing, c.source, c.alias, where, inst.Name, err)
 	}
 	return fmt.Errorf("mount: %s %q on %s: %w", c.verb(), c.alias, inst.Name, err)
 }
@@ -378,10 +380,10 @@ func (m *Manager) plan(inst *api.Instance, next map[string]*entry, c *change, in
 	e := next[c.hash]
 	if c.release {
 		if e == nil {
-			return fmt.Errorf("%w: %q on %s is not attached (holder %s)", ErrNotHeld, c.alias, instance, c.holder)
+			return fmt.Errorf("%w: %q on %s is not attached (holder %s)", mount.ErrNotHeld, c.alias, instance, c.holder)
 		}
 		if _, ok := e.holders[c.holder]; !ok {
-			return fmt.Errorf("%w: holder %s of %q on %s", ErrNotHeld, c.holder, c.alias, instance)
+			return fmt.Errorf("%w: holder %s of %q on %s", mount.ErrNotHeld, c.holder, c.alias, instance)
 		}
 		delete(e.holders, c.holder)
 		if len(e.holders) == 0 {
@@ -390,16 +392,16 @@ func (m *Manager) plan(inst *api.Instance, next map[string]*entry, c *change, in
 		return nil
 	}
 	if e == nil {
-		dev, at := DevicePrefix+c.hash, DataDir+"/"+c.hash
+		dev, at := DevicePrefix+c.hash, mount.DataDir+"/"+c.hash
 		if _, ok := inst.Devices[dev]; ok {
-			return fmt.Errorf("%w: %s already has a device %s that mount does not manage", ErrInUse, instance, dev)
+			return fmt.Errorf("%w: %s already has a device %s that mount does not manage", mount.ErrInUse, instance, dev)
 		}
 		if _, ok := inst.ExpandedDevices[dev]; ok {
-			return fmt.Errorf("%w: a profile of %s has a device %s", ErrInUse, instance, dev)
+			return fmt.Errorf("%w: a profile of %s has a device %s", mount.ErrInUse, instance, dev)
 		}
 		for name, d := range inst.ExpandedDevices {
 			if d["type"] == "disk" && d["path"] != "" && path.Clean(d["path"]) == at {
-				return fmt.Errorf("%w: device %s of %s already mounts at %s", ErrInUse, name, instance, at)
+				return fmt.Errorf("%w: device %s of %s already mounts at %s", mount.ErrInUse, name, instance, at)
 			}
 		}
 		if err := checkReadable(inst, c); err != nil {
@@ -410,11 +412,11 @@ func (m *Manager) plan(inst *api.Instance, next map[string]*entry, c *change, in
 	}
 	switch {
 	case e.alias != c.alias:
-		return fmt.Errorf("%w: aliases %q and %q have the same hash %s", ErrInUse, e.alias, c.alias, c.hash)
+		return fmt.Errorf("%w: aliases %q and %q have the same hash %s", mount.ErrInUse, e.alias, c.alias, c.hash)
 	case e.source != c.source:
-		return fmt.Errorf("%w: %q is attached to %s from %s, not %s", ErrInUse, c.alias, instance, e.source, c.source)
+		return fmt.Errorf("%w: %q is attached to %s from %s, not %s", mount.ErrInUse, c.alias, instance, e.source, c.source)
 	case e.opts != c.opts:
-		return fmt.Errorf("%w: %q is attached to %s with options %+v, not %+v", ErrInUse, c.alias, instance, e.opts, c.opts)
+		return fmt.Errorf("%w: %q is attached to %s with options %+v, not %+v", mount.ErrInUse, c.alias, instance, e.opts, c.opts)
 	}
 	e.holders[c.holder] = m.owner
 	return nil

@@ -1,4 +1,4 @@
-package executor_test
+package incus_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor/incus"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/executortest"
@@ -21,11 +23,11 @@ func TestMain(m *testing.M) { incustest.Main(m) }
 
 // busyboxBackend returns a backend on the test daemon with an owner of the
 // test's own.
-func busyboxBackend(t *testing.T) (*incustest.Daemon, *executor.Backend) {
+func busyboxBackend(t *testing.T) (*incustest.Daemon, *incus.Backend) {
 	t.Helper()
 	d := incustest.Shared(t)
 	d.BusyboxImage(t)
-	b, err := executor.NewBackend(t.Context(), executor.Config{
+	b, err := incus.NewBackend(t.Context(), incus.Config{
 		Client:       d.Client,
 		Owner:        incustest.UniqueName("executortest-"),
 		AllowedRoots: []string{os.TempDir()},
@@ -42,14 +44,14 @@ func busyboxBackend(t *testing.T) (*incustest.Daemon, *executor.Backend) {
 // nothing else to wait for.
 var busyboxReady = instance.Ready{Timeout: time.Minute,
 	Probe: func(ctx context.Context, in *instance.Instance) (bool, string, error) {
-		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+		code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 		return err == nil && code == 0, fmt.Sprintf("true exited %d (%v)", code, err), nil
 	}}
 
 func TestConformanceIncus(t *testing.T) {
 	_, b := busyboxBackend(t)
 	executortest.Run(t, func(t *testing.T) executor.Executor {
-		ex, err := b.Executor(executor.Image{Alias: incustest.BusyboxAlias})
+		ex, err := b.Executor(incus.Image{Alias: incustest.BusyboxAlias})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,18 +62,18 @@ func TestConformanceIncus(t *testing.T) {
 func TestBackendBadInput(t *testing.T) {
 	is := is.New(t)
 	ctx := t.Context()
-	_, err := executor.NewBackend(ctx, executor.Config{Socket: "/nonexistent/unix.socket", Owner: "x"})
+	_, err := incus.NewBackend(ctx, incus.Config{Socket: "/nonexistent/unix.socket", Owner: "x"})
 	is.True(errors.Is(err, executor.ErrUnavailable))
 	is.True(strings.Contains(err.Error(), "/nonexistent/unix.socket"))
-	_, err = executor.NewBackend(ctx, executor.Config{Socket: "/nonexistent/unix.socket"})
+	_, err = incus.NewBackend(ctx, incus.Config{Socket: "/nonexistent/unix.socket"})
 	is.True(errors.Is(err, executor.ErrInvalid)) // no owner
 
 	d, b := busyboxBackend(t)
-	for _, img := range []executor.Image{{}, {ID: "only-id"}, {ID: "bad id/../x", Tarball: "/x.tar"}} {
+	for _, img := range []incus.Image{{}, {ID: "only-id"}, {ID: "bad id/../x", Tarball: "/x.tar"}} {
 		_, err := b.Executor(img)
 		is.True(errors.Is(err, executor.ErrInvalid)) // bad image
 	}
-	ex, err := b.Executor(executor.Image{Alias: "executortest/missing"})
+	ex, err := b.Executor(incus.Image{Alias: "executortest/missing"})
 	is.NoErr(err)
 	is.True(errors.Is(ex.EnsureImage(ctx), executor.ErrNotFound))
 	_, err = ex.Create(ctx, executor.Spec{})
@@ -80,7 +82,7 @@ func TestBackendBadInput(t *testing.T) {
 	// A bridge prefix too long for an interface name: nothing is created.
 	before, err := d.Client.GetNetworkNames()
 	is.NoErr(err)
-	_, err = executor.NewBackend(ctx, executor.Config{Client: d.Client, Owner: "x",
+	_, err = incus.NewBackend(ctx, incus.Config{Client: d.Client, Owner: "x",
 		Network: &netbridge.NetworkSpec{Prefix: "much-too-long-prefix"}})
 	is.True(errors.Is(err, executor.ErrInvalid))
 	after, err := d.Client.GetNetworkNames()
@@ -96,11 +98,11 @@ func TestBackendOutlivesConnectContext(t *testing.T) {
 	d := incustest.Shared(t)
 	d.BusyboxImage(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := executor.NewBackend(ctx, executor.Config{Socket: d.Socket, Owner: incustest.UniqueName("outlive-")})
+	b, err := incus.NewBackend(ctx, incus.Config{Socket: d.Socket, Owner: incustest.UniqueName("outlive-")})
 	is.NoErr(err)
 	defer b.Close()
 	cancel()
-	ex, err := b.Executor(executor.Image{Alias: incustest.BusyboxAlias})
+	ex, err := b.Executor(incus.Image{Alias: incustest.BusyboxAlias})
 	is.NoErr(err)
 	bg := context.Background()
 	in, err := ex.Create(bg, executor.Spec{Ephemeral: true})

@@ -1,4 +1,4 @@
-package executor_test
+package incus_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor/incus"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/executortest"
@@ -34,7 +36,7 @@ func TestDebusineFlowOnDebian(t *testing.T) {
 	owner := "executortest-debian-" + suffix
 	profile := netbridge.DebusineProfile(owner, "", d.Pool)
 	profile.Name = "debusine-" + suffix
-	b, err := executor.NewBackend(ctx, executor.Config{
+	b, err := incus.NewBackend(ctx, incus.Config{
 		Client:       d.Client,
 		Owner:        owner,
 		Prefix:       "deb-",
@@ -53,7 +55,7 @@ func TestDebusineFlowOnDebian(t *testing.T) {
 	}()
 	is.True(b.Network() != nil && len(b.Network().Changes) > 0) // the bridge was created
 
-	ex, err := b.Executor(executor.Image{ID: "executortest-" + suffix, Tarball: tarball})
+	ex, err := b.Executor(incus.Image{ID: "executortest-" + suffix, Tarball: tarball})
 	is.NoErr(err)
 	is.Equal(ex.Image(), "artifact/executortest-"+suffix)
 	is.NoErr(ex.Available(ctx))
@@ -66,7 +68,7 @@ func TestDebusineFlowOnDebian(t *testing.T) {
 	defer inst.Delete(context.WithoutCancel(ctx))
 	is.NoErr(inst.Start(ctx)) // waits for systemd
 
-	user, err := inst.CreateUser(ctx, "_debusine")
+	user, err := inst.EnsureUser(ctx, "_debusine")
 	is.NoErr(err)
 	is.True(user.UID > 0 && user.UID < 1000) // useradd --system
 
@@ -115,7 +117,7 @@ func TestConformanceIncusDebian(t *testing.T) {
 	d := incustest.Shared(t)
 	alias := d.DebianImage(t)
 	profile := d.DebianProfile(t)
-	b, err := executor.NewBackend(t.Context(), executor.Config{
+	b, err := incus.NewBackend(t.Context(), incus.Config{
 		Client:       d.Client,
 		Owner:        incustest.UniqueName("executortest-"),
 		Profiles:     []string{profile},
@@ -127,7 +129,7 @@ func TestConformanceIncusDebian(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	executortest.Run(t, func(t *testing.T) executor.Executor {
-		ex, err := b.Executor(executor.Image{Alias: alias})
+		ex, err := b.Executor(incus.Image{Alias: alias})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package mount
+package incus
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/incusexec/incusexec/mount"
 	"github.com/lxc/incus/v6/shared/api"
 	"golang.org/x/sys/unix"
 )
@@ -75,5 +76,5 @@ func checkReadable(inst *api.Instance, c *change) error {
 		return nil
 	}
 	return fmt.Errorf("%w: source %s (alias %q) for unprivileged container %s without Shift: owned by %d:%d with mode %04o, ids the container does not map (it sees them as nobody), and others lack read and search permission; set Shift for an idmapped mount, or chmod o+rx %s, or chown it to an id the container maps",
-		ErrUnreadable, c.source, c.alias, inst.Name, src.uid, src.gid, uint32(src.perm), c.source)
+		mount.ErrUnreadable, c.source, c.alias, inst.Name, src.uid, src.gid, uint32(src.perm), c.source)
 }

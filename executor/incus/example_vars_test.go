@@ -1,4 +1,4 @@
-package executor_test
+package incus_test
 
 import "github.com/incusexec/incusexec/netbridge"
 

@@ -1,4 +1,4 @@
-package executor_test
+package incus_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor/incus"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -23,10 +25,10 @@ func TestReconnectAfterDaemonRestart(t *testing.T) {
 	t.Cleanup(func() { waitNoPorts(t, d.Network) })
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	b, err := executor.NewBackend(ctx, executor.Config{Socket: d.Socket, Owner: "reconnect", Reconnect: reconnectLimit, AllowedRoots: []string{os.TempDir()}})
+	b, err := incus.NewBackend(ctx, incus.Config{Socket: d.Socket, Owner: "reconnect", Reconnect: reconnectLimit, AllowedRoots: []string{os.TempDir()}})
 	is.NoErr(err)
 	defer b.Close()
-	ex, err := b.Executor(executor.Image{Alias: incustest.BusyboxAlias})
+	ex, err := b.Executor(incus.Image{Alias: incustest.BusyboxAlias})
 	is.NoErr(err)
 	in, err := ex.Create(ctx, executor.Spec{})
 	is.NoErr(err)

@@ -1,8 +1,7 @@
-package executor
+package incus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,20 +10,17 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/lxc/incus/v6/shared/api"
 )
 
 // ErrInUse reports a storage pool that RemovePool leaves because something
 // still uses it.
-var ErrInUse = errors.New("in use")
-
-// PoolOwnerKey is the config key that labels a storage pool EnsurePool
-// created with its owner.
-const PoolOwnerKey = "user.incusexec.owner"
+var ErrInUse = executor.Sentinel("in use", executor.ErrNotAllowed)
 
 // PoolClient is the part of the Incus client that EnsurePool and RemovePool
-// use (incus.InstanceServer has it).
+// use (incusclient.InstanceServer has it).
 type PoolClient interface {
 	GetServer() (*api.Server, string, error)
 	GetStoragePoolNames() ([]string, error)
@@ -55,7 +51,7 @@ type PoolSpec struct {
 	Size string
 	// Logger, when set, is told which pool was created and why.
 	Logger *slog.Logger
-	// Owner labels a created pool (config PoolOwnerKey); required.
+	// Owner labels a created pool (config executor.OwnerKey); required.
 	// RemovePool removes only pools of this owner.
 	Owner string
 	// Description of a created pool (default "created by incusexec for
@@ -90,7 +86,7 @@ type PoolChoice struct {
 // works, dir otherwise.
 func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolChoice, error) {
 	if spec.Owner == "" {
-		return PoolChoice{}, fmt.Errorf("storage pool: empty owner: %w", ErrInvalid)
+		return PoolChoice{}, fmt.Errorf("storage pool: empty owner: %w", executor.ErrInvalid)
 	}
 	if spec.Fallback == "" {
 		spec.Fallback = "incusexec"
@@ -100,7 +96,7 @@ func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolCho
 	}
 	for _, n := range []string{spec.Name, spec.Fallback} {
 		if strings.ContainsAny(n, "/ \t\n") || strings.HasPrefix(n, ".") {
-			return PoolChoice{}, fmt.Errorf("storage pool name %q: no slash, space or leading dot allowed: %w", n, ErrInvalid)
+			return PoolChoice{}, fmt.Errorf("storage pool name %q: no slash, space or leading dot allowed: %w", n, executor.ErrInvalid)
 		}
 	}
 	c = incusop.Bind(ctx, c)
@@ -131,10 +127,10 @@ func EnsurePoolChoice(ctx context.Context, c PoolClient, spec PoolSpec) (PoolCho
 	}
 	if spec.Driver != "" && !slices.Contains(drivers, spec.Driver) {
 		return PoolChoice{}, fmt.Errorf("storage pool %s: driver %q not supported by the daemon (it has %s): %w",
-			name, spec.Driver, strings.Join(drivers, ", "), ErrInvalid)
+			name, spec.Driver, strings.Join(drivers, ", "), executor.ErrInvalid)
 	}
 	create := func(driver string, cfg map[string]string) error {
-		cfg[PoolOwnerKey] = spec.Owner
+		cfg[executor.OwnerKey] = spec.Owner
 		err := c.CreateStoragePool(api.StoragePoolsPost{
 			Name: name, Driver: driver,
 			StoragePoolPut: api.StoragePoolPut{Config: cfg, Description: spec.Description},
@@ -193,12 +189,12 @@ func defaultLoopSize() string {
 }
 
 // RemovePool deletes the storage pool name if owner created it (its config
-// PoolOwnerKey is owner) and nothing uses it. A missing pool is no error;
+// executor.OwnerKey is owner) and nothing uses it. A missing pool is no error;
 // a pool of another owner is an error wrapping ErrNotAllowed, one in use an
 // error wrapping ErrInUse that names its users.
 func RemovePool(ctx context.Context, c PoolClient, name, owner string) error {
 	if name == "" || owner == "" {
-		return fmt.Errorf("remove storage pool %q of owner %q: empty name or owner: %w", name, owner, ErrInvalid)
+		return fmt.Errorf("remove storage pool %q of owner %q: empty name or owner: %w", name, owner, executor.ErrInvalid)
 	}
 	c = incusop.Bind(ctx, c)
 	p, _, err := c.GetStoragePool(name)
@@ -208,8 +204,8 @@ func RemovePool(ctx context.Context, c PoolClient, name, owner string) error {
 	if err != nil {
 		return fmt.Errorf("storage pool %s: %w", name, err)
 	}
-	if got := p.Config[PoolOwnerKey]; got != owner {
-		return fmt.Errorf("storage pool %s: owned by %q, not %q: %w", name, got, owner, ErrNotAllowed)
+	if got := p.Config[executor.OwnerKey]; got != owner {
+		return fmt.Errorf("storage pool %s: owned by %q, not %q: %w", name, got, owner, executor.ErrNotAllowed)
 	}
 	if len(p.UsedBy) > 0 {
 		return fmt.Errorf("storage pool %s: used by %s: %w", name, strings.Join(p.UsedBy, ", "), ErrInUse)

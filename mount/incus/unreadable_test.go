@@ -1,4 +1,4 @@
-package mount_test
+package incus_test
 
 import (
 	"context"
@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
 
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/mount"
@@ -32,10 +35,10 @@ func TestUnreadableSourceRefused(t *testing.T) {
 	src := filepath.Join(root, "private")
 	is.NoErr(os.Mkdir(src, 0o700))
 	is.NoErr(os.WriteFile(filepath.Join(src, "hello"), []byte("mine"), 0o644))
-	m, err := mount.New(mount.Config{Client: d.Client, AllowedRoots: []string{root}})
+	m, err := mountincus.New(mountincus.Config{Client: d.Client, AllowedRoots: []string{root}})
 	is.NoErr(err)
 
-	_, err = m.Acquire(ctx, inst, "private", src, mount.Options{})
+	_, err = m.Acquire(ctx, inst, "private", src, executor.MountOptions{})
 	is.True(errors.Is(err, mount.ErrUnreadable))
 	for _, want := range []string{src, "unprivileged", "0700", "Shift", "chmod o+rx"} {
 		if !strings.Contains(err.Error(), want) {
@@ -48,10 +51,10 @@ func TestUnreadableSourceRefused(t *testing.T) {
 	got, _, err := d.Client.GetInstance(inst)
 	is.NoErr(err)
 	for name := range got.Devices {
-		is.True(!strings.HasPrefix(name, mount.DevicePrefix))
+		is.True(!strings.HasPrefix(name, mountincus.DevicePrefix))
 	}
 
-	read := func(alias string, opts mount.Options) {
+	read := func(alias string, opts executor.MountOptions) {
 		t.Helper()
 		h, err := m.Acquire(ctx, inst, alias, src, opts)
 		is.NoErr(err)
@@ -61,7 +64,7 @@ func TestUnreadableSourceRefused(t *testing.T) {
 		is.NoErr(m.Release(ctx, h))
 	}
 	// Shifted: the container's root owns it.
-	read("shifted", mount.Options{Shift: true})
+	read("shifted", executor.MountOptions{Shift: true})
 	// Owned by the container's mapped root.
 	var idmap []struct {
 		Isuid, Isgid     bool
@@ -80,9 +83,9 @@ func TestUnreadableSourceRefused(t *testing.T) {
 	}
 	is.True(uid > 0 && gid > 0)
 	is.NoErr(os.Chown(src, int(uid), int(gid)))
-	read("mapped-owner", mount.Options{})
+	read("mapped-owner", executor.MountOptions{})
 	// Root-owned again, readable by others.
 	is.NoErr(os.Chown(src, 0, 0))
 	is.NoErr(os.Chmod(src, 0o755))
-	read("others", mount.Options{})
+	read("others", executor.MountOptions{})
 }

@@ -1,4 +1,4 @@
-package executor_test
+package incus_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor/incus"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/executortest"
@@ -17,7 +19,7 @@ import (
 // clusterBusyboxReady waits until commands run in the busybox image.
 var clusterBusyboxReady = instance.Ready{Timeout: time.Minute,
 	Probe: func(ctx context.Context, in *instance.Instance) (bool, string, error) {
-		code, err := in.Exec(ctx, instance.Cmd{Args: []string{"true"}})
+		code, err := in.Exec(ctx, executor.Cmd{Args: []string{"true"}})
 		return err == nil && code == 0, fmt.Sprintf("true exited %d (%v)", code, err), nil
 	}}
 
@@ -37,7 +39,7 @@ func TestConformanceCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := executor.NewBackend(t.Context(), executor.Config{
+	b, err := incus.NewBackend(t.Context(), incus.Config{
 		Remote:       "https://" + c.Members[1].HostAddress,
 		ClientCert:   filepath.Join(dir, "client.crt"),
 		ClientKey:    filepath.Join(dir, "client.key"),
@@ -51,7 +53,7 @@ func TestConformanceCluster(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	executortest.Run(t, func(t *testing.T) executor.Executor {
-		ex, err := b.Executor(executor.Image{Alias: incustest.BusyboxAlias})
+		ex, err := b.Executor(incus.Image{Alias: incustest.BusyboxAlias})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package mount_test
+package incus_test
 
 import (
 	"bytes"
@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/incusexec/incusexec/executor"
+	mountincus "github.com/incusexec/incusexec/mount/incus"
 
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
@@ -49,7 +52,7 @@ func TestClusterSharedMount(t *testing.T) {
 	src := filepath.Join(root, "shared")
 	is.NoErr(os.Mkdir(src, 0o755))
 	is.NoErr(os.Chmod(src, 0o777)) // the containers' root is nobody here
-	mm, err := mount.New(mount.Config{Client: c.Client, AllowedRoots: []string{root}, Owner: owner})
+	mm, err := mountincus.New(mountincus.Config{Client: c.Client, AllowedRoots: []string{root}, Owner: owner})
 	is.NoErr(err)
 	const alias = "cluster/shared"
 	p := mount.Path(alias)
@@ -57,15 +60,15 @@ func TestClusterSharedMount(t *testing.T) {
 	// Both instances hold the alias; what one writes the other reads.
 	var handles []mount.Handle
 	for _, in := range ins {
-		h, err := mm.Acquire(ctx, in.Name(), alias, src, mount.Options{})
+		h, err := mm.Acquire(ctx, in.Name(), alias, src, executor.MountOptions{})
 		is.NoErr(err)
 		handles = append(handles, h)
 	}
-	code, err := ins[0].Exec(ctx, instance.Cmd{Args: []string{"sh", "-c", "echo from-member2 >" + p + "/note"}})
+	code, err := ins[0].Exec(ctx, executor.Cmd{Args: []string{"sh", "-c", "echo from-member2 >" + p + "/note"}})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	var out bytes.Buffer
-	code, err = ins[1].Exec(ctx, instance.Cmd{Args: []string{"cat", p + "/note"}, Stdout: &out})
+	code, err = ins[1].Exec(ctx, executor.Cmd{Args: []string{"cat", p + "/note"}, Stdout: &out})
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(out.String(), "from-member2\n")
@@ -92,7 +95,7 @@ func TestClusterSharedMount(t *testing.T) {
 	})
 	is.True(member3.Command(ctx, "test", "-d", lonely).Run() != nil) // gone on member3
 
-	_, err = mm.Acquire(ctx, ins[1].Name(), "cluster/lonely", lonely, mount.Options{})
+	_, err = mm.Acquire(ctx, ins[1].Name(), "cluster/lonely", lonely, executor.MountOptions{})
 	t.Logf("acquire of a source missing on %s: %v", member3.Name, err)
 	is.True(errors.Is(err, mount.ErrSourceMissing))
 	is.True(strings.Contains(err.Error(), member3.Name))
@@ -102,7 +105,7 @@ func TestClusterSharedMount(t *testing.T) {
 	is.Equal(len(mounts), 0) // nothing attached, no hold recorded
 
 	// The instance on member2, where the source exists, can have it.
-	h, err := mm.Acquire(ctx, ins[0].Name(), "cluster/lonely", lonely, mount.Options{})
+	h, err := mm.Acquire(ctx, ins[0].Name(), "cluster/lonely", lonely, executor.MountOptions{})
 	is.NoErr(err)
 	is.NoErr(mm.Release(ctx, h))
 }
