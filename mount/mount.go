@@ -217,3 +217,16 @@ func HandleOf(ctx context.Context, insp Inspector, instance, alias, owner string
 	}
 	return Handle{}, fmt.Errorf("instance %s: unmount %s: %w", instance, alias, executor.ErrNotMounted)
 }
+
+// CheckAcquire checks what every Mounter's Acquire is given — the instance
+// name, the alias and the options — before anything is attached, so that
+// backends refuse bad input alike (errors wrap ErrInvalid).
+func CheckAcquire(instance, alias string, opts executor.MountOptions) error {
+	if err := CheckInstance(instance); err != nil {
+		return err
+	}
+	if err := ValidateAlias(alias); err != nil {
+		return err
+	}
+	return ValidateOptions(opts)
+}

@@ -152,13 +152,7 @@ type options struct {
 
 // Acquire implements mount.Mounter.
 func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, opts executor.MountOptions) (mount.Handle, error) {
-	if err := mount.CheckInstance(instance); err != nil {
-		return mount.Handle{}, err
-	}
-	if err := mount.ValidateAlias(alias); err != nil {
-		return mount.Handle{}, err
-	}
-	if err := mount.ValidateOptions(opts); err != nil {
+	if err := mount.CheckAcquire(instance, alias, opts); err != nil {
 		return mount.Handle{}, err
 	}
 	if opts.Shift {

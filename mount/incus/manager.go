@@ -128,13 +128,7 @@ type queue struct {
 // attached already, and records the hold in the instance's configuration.
 // Concurrent calls for one instance are written together in one update.
 func (m *Manager) Acquire(ctx context.Context, instance, alias, source string, opts executor.MountOptions) (mount.Handle, error) {
-	if err := mount.CheckInstance(instance); err != nil {
-		return mount.Handle{}, err
-	}
-	if err := mount.ValidateAlias(alias); err != nil {
-		return mount.Handle{}, err
-	}
-	if err := mount.ValidateOptions(opts); err != nil {
+	if err := mount.CheckAcquire(instance, alias, opts); err != nil {
 		return mount.Handle{}, err
 	}
 	resolved, err := m.allow.Resolve(source)
