@@ -68,7 +68,7 @@ bench-task: deps
 
 ## soak: the long fault-injection loop (100 SIGKILL rounds) and load tests
 soak: deps
-	INCUSEXEC_SOAK=1 $(GO) test -count=1 -timeout 60m -v ./internal/reliability/
+	INCUSEXEC_SOAK=1 $(GO) test -count=1 -timeout 240m -v ./internal/reliability/
 
 ## fuzz: run every fuzz target for FUZZTIME each (seed corpora are in testdata/)
 fuzz:
