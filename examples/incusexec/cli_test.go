@@ -367,6 +367,7 @@ func TestImageImportInterrupted(t *testing.T) {
 	cmd.Stderr = &stderr
 	is.NoErr(cmd.Start())
 	exited := make(chan struct{})
+	flowing := make(chan struct{}) // closed once incusexec has read 200 KB
 	go func() {
 		// Blocks until incusexec opens the FIFO; fails once it is gone.
 		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
@@ -383,9 +384,19 @@ func TestImageImportInterrupted(t *testing.T) {
 			if _, err := w.Write(tarball[off:min(off+4096, len(tarball))]); err != nil {
 				return
 			}
+			if off == 50*4096 {
+				close(flowing)
+			}
 		}
 	}()
-	time.Sleep(time.Second) // the upload is under way: about 200 KB of 2 MB
+	// Interrupt once the upload is under way (about 200 KB of 2 MB read),
+	// not after a fixed time: on a loaded host the process may not even
+	// have set up its signal handling after a second.
+	select {
+	case <-flowing:
+	case <-time.After(5 * time.Minute):
+		t.Fatal("incusexec image import read no 200 KB of its input in 5 minutes")
+	}
 	is.NoErr(cmd.Process.Signal(syscall.SIGINT))
 	_ = cmd.Wait()
 	close(exited)
