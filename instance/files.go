@@ -394,7 +394,12 @@ func (in *Instance) Stat(ctx context.Context, p string) (executor.FileInfo, erro
 }
 
 // isForkfileGone tells incusd's failure to reach the instance's file helper,
-// which had just exited.
+// which had just exited: either incusd finds no socket, or the helper closes
+// the connection before the SFTP handshake ("error receiving version packet
+// from server: server unexpectedly closed connection", seen under load).
+// Both happen before any byte of a file moves, so the session can be opened
+// again.
 func isForkfileGone(err error) bool {
-	return strings.Contains(err.Error(), "forkfile.sock")
+	msg := err.Error()
+	return strings.Contains(msg, "forkfile.sock") || strings.Contains(msg, "error receiving version packet")
 }
