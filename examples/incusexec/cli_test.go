@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matryer/is"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/mount"
-	"github.com/matryer/is"
 )
 
 // owned returns the names of the instances labelled with owner.
@@ -299,7 +300,7 @@ func TestImageImportRm(t *testing.T) {
 	d := incustest.Shared(t)
 	ctx := t.Context()
 	owner := incustest.UniqueName("img")
-	tarball, err := testimage.BusyboxSystemTarball()
+	tarball, err := imagetest.Busybox()
 	is.NoErr(err)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "busybox.tar")
@@ -354,7 +355,7 @@ func TestImageImportRm(t *testing.T) {
 func TestImageImportInterrupted(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	tarball, err := testimage.BusyboxSystemTarball()
+	tarball, err := imagetest.Busybox()
 	is.NoErr(err)
 	fifo := filepath.Join(t.TempDir(), "rootfs.tar")
 	is.NoErr(syscall.Mkfifo(fifo, 0o600))

@@ -14,14 +14,15 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/executor/incus"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/fake"
 	"github.com/incusexec/incusexec/imagebuild"
 	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/netbridge"
-	"golang.org/x/sync/errgroup"
 )
 
 const (
@@ -184,25 +185,25 @@ func (a *app) incusDemo(ctx context.Context, say func(string, ...any), shared, p
 	}}
 	var imgNote string
 	if debian {
-		tarball, err := testimage.DebianTarball(testimage.HostSuite())
+		tarball, err := imagetest.Debian{Suite: imagetest.HostSuite()}.Tarball()
 		if err != nil {
 			return nil, fmt.Errorf("debian system tarball: %w", err)
 		}
 		ps = netbridge.DebusineProfile(cfg.Owner, "", pool)
 		ps.Name = demoProfile
 		cfg.Ready = instance.Ready{Systemd: true, Timeout: 3 * time.Minute}
-		img = incus.Image{ID: "incusexec-demo-debian-" + testimage.HostSuite(), Tarball: tarball, Metadata: imagebuild.Metadata{
-			Description: "incusexec demo: Debian " + testimage.HostSuite(), OS: "debian", Release: testimage.HostSuite(),
+		img = incus.Image{ID: "incusexec-demo-debian-" + imagetest.HostSuite(), Tarball: tarball, Metadata: imagebuild.Metadata{
+			Description: "incusexec demo: Debian " + imagetest.HostSuite(), OS: "debian", Release: imagetest.HostSuite(),
 		}}
-		imgNote = "(Debian " + testimage.HostSuite() + " system tarball " + tarball + ", split mode)"
+		imgNote = "(Debian " + imagetest.HostSuite() + " system tarball " + tarball + ", split mode)"
 	} else {
-		tarball, err := testimage.BusyboxSystemTarball()
+		tarball, err := imagetest.Busybox()
 		if err != nil {
 			return nil, err
 		}
 		img.Open = func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tarball)), nil }
 		cfg.Ready = instance.Ready{NIC: "eth0", Family: "inet", Timeout: time.Minute}
-		imgNote = fmt.Sprintf("(a %.1f MB system tarball built from %s, imported in split mode)", float64(len(tarball))/1e6, testimage.BusyboxPath)
+		imgNote = fmt.Sprintf("(a %.1f MB system tarball built from %s, imported in split mode)", float64(len(tarball))/1e6, imagetest.BusyboxPath)
 	}
 
 	res, err := setup(ctx, a, cfg, ns, ps)

@@ -9,9 +9,10 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/matryer/is"
+
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+	"github.com/incusexec/incusexec/internal/incustest"
 )
 
 func TestDemoFake(t *testing.T) {
@@ -112,11 +113,11 @@ func TestDemoInterrupted(t *testing.T) {
 func TestDemoDebian(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	incustest.DebianTarball(t, testimage.HostSuite()) // skips where it cannot be built
+	incustest.DebianTarball(t, imagetest.HostSuite()) // skips where it cannot be built
 	r := incusexec(t, t.Context(), d, "", "demo", "--debian", "--pool", d.Pool)
 	is.Equal(r.code, 0)
 	is.True(strings.Contains(r.stdout, `"input pushed by the host" read by demo`))
 	is.True(strings.Contains(r.stdout, "done: nothing the demo created is left"))
-	_, _, err := d.Client.GetImageAlias("artifact/incusexec-demo-debian-" + testimage.HostSuite())
+	_, _, err := d.Client.GetImageAlias("artifact/incusexec-demo-debian-" + imagetest.HostSuite())
 	is.True(err != nil)
 }

@@ -6,11 +6,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/incusexec/incusexec/imagebuild"
-	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
+
+	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+	"github.com/incusexec/incusexec/internal/incustest"
 )
 
 // TestImageImportProfile: `image import --profile P` puts P on the image
@@ -19,7 +20,7 @@ import (
 func TestImageImportProfile(t *testing.T) {
 	d := incustest.Shared(t)
 	ctx := t.Context()
-	tarball, err := testimage.BusyboxSystemTarball()
+	tarball, err := imagetest.Busybox()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,14 +11,15 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/executor/incus"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+
+	"github.com/matryer/is"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/executor/executortest"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/netbridge"
-	"github.com/matryer/is"
 )
 
 // TestDebusineFlowOnDebian assembles every part from one Config: the system
@@ -29,7 +30,7 @@ import (
 func TestDebusineFlowOnDebian(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	tarball := incustest.DebianTarball(t, testimage.HostSuite())
+	tarball := incustest.DebianTarball(t, imagetest.HostSuite())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	suffix := incustest.UniqueName("")[:6]

@@ -17,16 +17,18 @@ import (
 	"sync"
 	"time"
 
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/incusexec/incusexec/netbridge"
-	incus "github.com/lxc/incus/v6/client"
-	"github.com/lxc/incus/v6/shared/api"
-	"golang.org/x/sync/errgroup"
 )
 
 // Config says what to measure where.
@@ -372,7 +374,7 @@ func (r *runner) deleteImage(ctx context.Context, fp string) error {
 // import of the same files, and leaves the Debian image imported (split).
 func (r *runner) imports(ctx context.Context, measure bool) error {
 	im := &imagebuild.Importer{Client: r.c, Logger: r.log, LockDir: filepath.Join(r.dir, "locks")}
-	meta, err := imagebuild.MetadataTarball(imagebuild.Metadata{Architecture: runtime.GOARCH, Description: "incusexec bench (CLI split)", OS: "debian", Release: testimage.HostSuite()})
+	meta, err := imagebuild.MetadataTarball(imagebuild.Metadata{Architecture: runtime.GOARCH, Description: "incusexec bench (CLI split)", OS: "debian", Release: imagetest.HostSuite()})
 	if err != nil {
 		return err
 	}
@@ -389,7 +391,7 @@ func (r *runner) imports(ctx context.Context, measure bool) error {
 			d, err := timed(func() error {
 				var err error
 				img, err = im.Import(ctx, imagebuild.Source{ID: id, Path: r.cfg.Tarball,
-					Metadata: imagebuild.Metadata{Description: "incusexec bench", OS: "debian", Release: testimage.HostSuite()}},
+					Metadata: imagebuild.Metadata{Description: "incusexec bench", OS: "debian", Release: imagetest.HostSuite()}},
 					imagebuild.Options{Mode: mode, Compression: comp, Owner: r.owner})
 				return err
 			})
@@ -440,7 +442,7 @@ func (r *runner) imports(ctx context.Context, measure bool) error {
 		return err
 	}
 	img, err := im.Import(ctx, imagebuild.Source{ID: r.tag + "-u", Path: r.cfg.Tarball,
-		Metadata: imagebuild.Metadata{Description: "incusexec bench", OS: "debian", Release: testimage.HostSuite()}},
+		Metadata: imagebuild.Metadata{Description: "incusexec bench", OS: "debian", Release: imagetest.HostSuite()}},
 		imagebuild.Options{Mode: imagebuild.Unified, Compression: imagebuild.Zstd, Owner: r.owner})
 	if err != nil {
 		return fmt.Errorf("unified import: %w", err)

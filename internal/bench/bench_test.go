@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/incusexec/incusexec/internal/bench"
-	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/matryer/is"
+
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+	"github.com/incusexec/incusexec/internal/bench"
+	"github.com/incusexec/incusexec/internal/incustest"
 )
 
 func TestMain(m *testing.M) { incustest.Main(m) }
@@ -61,7 +62,7 @@ func inventory(t *testing.T, c incus.InstanceServer) []string {
 func TestQuickRunIsCompleteAndLeavesNothing(t *testing.T) {
 	is := is.New(t)
 	d := incustest.Shared(t)
-	tarball := incustest.DebianTarball(t, testimage.HostSuite())
+	tarball := incustest.DebianTarball(t, imagetest.HostSuite())
 	before := inventory(t, d.Client)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -110,7 +111,7 @@ func TestExecTable(t *testing.T) {
 	}
 	is := is.New(t)
 	d := incustest.Shared(t)
-	tarball := incustest.DebianTarball(t, testimage.HostSuite())
+	tarball := incustest.DebianTarball(t, imagetest.HostSuite())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	tab, err := bench.Run(ctx, bench.Config{Client: d.Client, CLIEnv: []string{"INCUS_DIR=" + d.Dir},

@@ -9,9 +9,10 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/incusexec/incusexec/internal/incusop"
-	"github.com/incusexec/incusexec/internal/testimage"
 	incus "github.com/lxc/incus/v6/client"
+
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+	"github.com/incusexec/incusexec/internal/incusop"
 )
 
 // Command is `incusexec bench [--socket S] [--image TARBALL] [--pool P]
@@ -59,7 +60,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if cfg.Tarball == "" {
-		if cfg.Tarball, err = testimage.DebianTarball(testimage.HostSuite()); err != nil {
+		if cfg.Tarball, err = (imagetest.Debian{Suite: imagetest.HostSuite()}).Tarball(); err != nil {
 			return fmt.Errorf("bench: Debian tarball: %w", err)
 		}
 	}

@@ -16,14 +16,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lxc/incus/v6/shared/api"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/warmpool"
 	"github.com/incusexec/incusexec/internal/incusop"
 	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
-	"github.com/lxc/incus/v6/shared/api"
 )
 
 // debusineDriver runs Debusine's own executor code, one task per line.
@@ -74,7 +75,7 @@ func WholeTask(ctx context.Context, cfg WholeTaskConfig) (*Table, error) {
 	}
 	if cfg.Tarball == "" {
 		var err error
-		if cfg.Tarball, err = testimage.DebianTarball(testimage.HostSuite()); err != nil {
+		if cfg.Tarball, err = (imagetest.Debian{Suite: imagetest.HostSuite()}).Tarball(); err != nil {
 			return nil, fmt.Errorf("bench: Debian tarball: %w", err)
 		}
 	}
@@ -139,8 +140,8 @@ func wholeTaskOn(ctx context.Context, cfg WholeTaskConfig, drv, script string, t
 	progress("import %s as %s", filepath.Base(cfg.Tarball), "artifact/"+taskArtifactID)
 	im := &imagebuild.Importer{Client: d.Client, Logger: cfg.Logger}
 	img, err := im.Import(ctx, imagebuild.Source{ID: taskArtifactID, Path: cfg.Tarball,
-		Metadata: imagebuild.Metadata{Description: "Debian " + testimage.HostSuite() + " minbase with systemd (bench)",
-			OS: "debian", Release: testimage.HostSuite()}}, imagebuild.Options{Owner: "incusexec-bench"})
+		Metadata: imagebuild.Metadata{Description: "Debian " + imagetest.HostSuite() + " minbase with systemd (bench)",
+			OS: "debian", Release: imagetest.HostSuite()}}, imagebuild.Options{Owner: "incusexec-bench"})
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}

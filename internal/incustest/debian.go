@@ -4,18 +4,18 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/incusexec/incusexec/internal/testimage"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
 // DebianTarball returns the cached Debusine-style system tarball of suite
-// (see testimage.DebianTarball), building it on first use; the test is
+// (see imagetest.Debian.Tarball), building it on first use; the test is
 // skipped, or failed when integration tests are required, where it cannot be
 // built.
 func DebianTarball(t testing.TB, suite string) string {
 	t.Helper()
-	path, err := testimage.DebianTarball(suite)
+	path, err := imagetest.Debian{Suite: suite}.Tarball()
 	if err != nil {
-		if errors.Is(err, testimage.ErrMissingTool) {
+		if errors.Is(err, imagetest.ErrMissingTool) {
 			err = errors.Join(ErrUnavailable, err)
 		}
 		SkipOrFail(t, err)
@@ -27,7 +27,7 @@ func DebianTarball(t testing.TB, suite string) string {
 // beside it.
 func CompressedTarball(t testing.TB, path, ext string) string {
 	t.Helper()
-	out, err := testimage.Compressed(path, ext)
+	out, err := imagetest.Compressed(path, ext)
 	if err != nil {
 		t.Fatal(err)
 	}

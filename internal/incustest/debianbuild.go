@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 	"github.com/incusexec/incusexec/internal/testimage"
 )
 
@@ -24,9 +25,9 @@ func (d *Daemon) DebianBuildImage(t testing.TB) string {
 	t.Helper()
 	v, _ := debianBuildOnce.LoadOrStore(d, &debianResult{})
 	r := v.(*debianResult)
-	path, err := testimage.DebianBuildTarball(testimage.HostSuite())
+	path, err := testimage.DebianBuildTarball(imagetest.HostSuite())
 	if err != nil {
-		if errors.Is(err, testimage.ErrMissingTool) {
+		if errors.Is(err, imagetest.ErrMissingTool) {
 			err = errors.Join(ErrUnavailable, err)
 		}
 		SkipOrFail(t, err)
@@ -39,8 +40,8 @@ func (d *Daemon) DebianBuildImage(t testing.TB) string {
 			ID:   DebianBuildArtifactID,
 			Path: path,
 			Metadata: imagebuild.Metadata{
-				Description: "Debian " + testimage.HostSuite() + " minbase with systemd and build-essential (incustest)",
-				OS:          "debian", Release: testimage.HostSuite(),
+				Description: "Debian " + imagetest.HostSuite() + " minbase with systemd and build-essential (incustest)",
+				OS:          "debian", Release: imagetest.HostSuite(),
 			},
 		}, imagebuild.Options{Owner: "incustest"})
 		r.alias, r.err = img.Alias, err

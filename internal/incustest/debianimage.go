@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lxc/incus/v6/shared/api"
+
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
-	"github.com/incusexec/incusexec/internal/testimage"
-	"github.com/lxc/incus/v6/shared/api"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
 // DebianArtifactID is the artifact ID under which DebianImage imports the
@@ -42,7 +43,7 @@ func debianResultOf(d *Daemon) *debianResult {
 func (d *Daemon) DebianImage(t testing.TB) string {
 	t.Helper()
 	r := debianResultOf(d)
-	path := DebianTarball(t, testimage.HostSuite())
+	path := DebianTarball(t, imagetest.HostSuite())
 	r.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
@@ -51,8 +52,8 @@ func (d *Daemon) DebianImage(t testing.TB) string {
 			ID:   DebianArtifactID,
 			Path: path,
 			Metadata: imagebuild.Metadata{
-				Description: "Debian " + testimage.HostSuite() + " minbase with systemd (incustest)",
-				OS:          "debian", Release: testimage.HostSuite(),
+				Description: "Debian " + imagetest.HostSuite() + " minbase with systemd (incustest)",
+				OS:          "debian", Release: imagetest.HostSuite(),
 			},
 		}, imagebuild.Options{Owner: "incustest"})
 		r.alias, r.err = img.Alias, err

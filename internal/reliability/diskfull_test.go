@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/incusexec/incusexec/executor"
-	"github.com/incusexec/incusexec/imagebuild"
-	"github.com/incusexec/incusexec/instance"
-	"github.com/incusexec/incusexec/internal/incustest"
-	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
+
+	"github.com/incusexec/incusexec/executor"
+	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
+	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
 )
 
 // smallPool is the size of the btrfs pool of TestDiskFull: the smallest
@@ -28,7 +29,7 @@ const smallPool = "128MiB"
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	tarball := incustest.DebianTarball(t, testimage.HostSuite()) // 164 MB, more than the pool
+	tarball := incustest.DebianTarball(t, imagetest.HostSuite()) // 164 MB, more than the pool
 	d := incustest.Private(t, incustest.Options{Pool: "btrfs", PoolSize: smallPool, NoNetwork: true})
 	c := d.Client
 	ctx := ctxFor(t, 5*time.Minute)

@@ -11,13 +11,6 @@ import (
 	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
-// BusyboxPath is imagetest.BusyboxPath.
-const BusyboxPath = imagetest.BusyboxPath
-
-// BusyboxSystemTarball is imagetest.Busybox: the busybox system as a
-// Debian-style system tarball, the input imagebuild takes.
-func BusyboxSystemTarball() ([]byte, error) { return imagetest.Busybox() }
-
 // BusyboxTarball returns the busybox system of imagetest.Busybox as a
 // unified Incus image tarball: metadata.yaml and a hostname template, and
 // the root filesystem under rootfs/.

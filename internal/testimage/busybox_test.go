@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
+
+	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
 func TestBusyboxTarballHasInitAndApplets(t *testing.T) {
-	if _, err := os.Stat(BusyboxPath); err != nil {
+	if _, err := os.Stat(imagetest.BusyboxPath); err != nil {
 		t.Skip("busybox-static not installed")
 	}
 	is := is.New(t)

@@ -8,18 +8,6 @@ import (
 	"github.com/incusexec/incusexec/imagebuild/imagetest"
 )
 
-// ErrMissingTool is imagetest.ErrMissingTool.
-var ErrMissingTool = imagetest.ErrMissingTool
-
-// HostSuite is imagetest.HostSuite.
-func HostSuite() string { return imagetest.HostSuite() }
-
-// DebianTarball is the plain imagetest.Debian tarball of suite.
-func DebianTarball(suite string) (string, error) { return imagetest.Debian{Suite: suite}.Tarball() }
-
-// Compressed is imagetest.Compressed.
-func Compressed(path, ext string) (string, error) { return imagetest.Compressed(path, ext) }
-
 // DebianBuildPackages are added to the minbase in the build variant: what
 // sbuild and autopkgtest need in a testbed that builds packages offline.
 var DebianBuildPackages = []string{"build-essential", "fakeroot"}
@@ -28,7 +16,7 @@ var DebianBuildPackages = []string{"build-essential", "fakeroot"}
 // one an autopkgtest virt server suggests for tests without needs-root.
 const DebianBuildUser = "debci"
 
-// DebianBuildTarball is DebianTarball's build variant: the same minbase
+// DebianBuildTarball is the imagetest.Debian tarball's build variant: the same minbase
 // with systemd, plus DebianBuildPackages and the user DebianBuildUser,
 // cached beside it (a few minutes to build the first time).
 func DebianBuildTarball(suite string) (string, error) {
