@@ -266,16 +266,20 @@ func (t *Incus) Close(ctx context.Context) error {
 	in := t.cur
 	t.cur = nil
 	t.mu.Unlock()
-	var errs []error
-	if t.pool != nil {
-		errs = append(errs, t.pool.Close(ctx))
+	// The spares and the testbed go at the same time: each deletion is
+	// mostly incusd waiting for an instance to stop.
+	var poolErr, delErr error
+	var wg sync.WaitGroup
+	if pool := t.pool; pool != nil {
 		t.pool = nil
+		wg.Go(func() { poolErr = pool.Close(ctx) })
 	}
 	if in != nil {
-		errs = append(errs, in.Delete(ctx))
+		delErr = in.Delete(ctx)
 	}
+	wg.Wait()
 	t.deletes.Wait()
-	return errors.Join(errs...)
+	return errors.Join(poolErr, delErr)
 }
 
 // BootID is the host PID of the instance's init: a new boot is a new

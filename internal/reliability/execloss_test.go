@@ -27,10 +27,13 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 
 const (
 	execLossSoak = 2000
-	execLossConc = 16 // stock commands at a time, as in the issue's measurement
-	// oursPerStock: incusexec runs this many commands for each stock one,
-	// to reach its 2,000 in the time stock needs to show the race.
-	oursPerStock = 3
+	// Per batch, stockConc commands through the stock `incus exec` and
+	// oursConc through incusexec run at the same time: stock's 32 show the
+	// race at its rate here (about 0.5%; with 16 at a time stock lost 0 of
+	// 416 beside incusexec's commands), and ours reach 2,000 in the same
+	// batches.
+	stockConc = 32
+	oursConc  = 48
 	// Load: fork loops on the host, beside incusd in its CPU cgroup (loops
 	// inside the container are one scheduling group and barely delay
 	// incusd), and output floods streamed through incusd over websockets,
@@ -72,12 +75,12 @@ func execLossRuns(t *testing.T) int {
 
 // TestExecOutputUnderLoad is the reproducer of incusd's lost exec output:
 // batches of commands that write right at incusd's poll timeout,
-// execLossConc through the stock `incus exec` and, at the same time,
-// oursPerStock times as many through instance.Exec, while fork loops on the
+// stockConc through the stock `incus exec` and, at the same time, oursConc
+// through instance.Exec, while fork loops on the
 // host and output floods through incusd oversubscribe the CPUs. It counts
 // the commands whose output was not exactly "marker\n". incusexec must lose
-// none of its N commands; stock (N/oursPerStock commands, enough to show the
-// race at its rate here) must lose some, or the load did not reproduce the
+// none of its N commands; stock (N*stockConc/oursConc commands, enough to
+// show the race at its rate here) must lose some, or the load did not reproduce the
 // race and the run proves nothing.
 func TestExecOutputUnderLoad(t *testing.T) {
 	runs := execLossRuns(t)
@@ -97,13 +100,13 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	stock := &lossCount{}
 	ours := &lossCount{}
 	start := time.Now()
-	perBatch := execLossConc * oursPerStock
-	for done, batchNo := 0, 0; done < runs; done, batchNo = done+perBatch, batchNo+1 {
-		batch := min(perBatch, runs-done)
+	for done, batchNo := 0, 0; done < runs; done, batchNo = done+oursConc, batchNo+1 {
+		batch := min(oursConc, runs-done)
+		stockDone := stock.n
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			stock.add(runBatch(max(batch/oursPerStock, 1), func(i int) (string, error) {
-				return stockExec(ctx, d.Dir, in.Name(), execLossCommand(done/oursPerStock+i))
+			stock.add(runBatch(max(batch*stockConc/oursConc, 1), func(i int) (string, error) {
+				return stockExec(ctx, d.Dir, in.Name(), execLossCommand(stockDone+i))
 			}))
 		})
 		wg.Go(func() {
@@ -117,7 +120,7 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	stopFloods()
 	stopLoad()
 	t.Logf("SUMMARY %d at a time through stock incus exec and %d through incusexec, %d fork loops on the host, %d output floods, %v: stock incus exec lost %d of %d (%d errors), incusexec lost %d of %d (%d errors)",
-		execLossConc, perBatch, hostLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.n, stock.errs, ours.lost, ours.n, ours.errs)
+		stockConc, oursConc, hostLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.n, stock.errs, ours.lost, ours.n, ours.errs)
 	for _, e := range ours.samples {
 		t.Errorf("incusexec: %s", e)
 	}
