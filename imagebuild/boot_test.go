@@ -112,6 +112,13 @@ func bootCheck(t *testing.T, d *incustest.Daemon, alias string) {
 	is.True(addr.IsValid())                           // host0 has an IPv4 address
 	is.True(d.Gateway.Masked().Contains(addr.Addr())) // from the test bridge
 
+	// The boot waited for that address with the image's own unit, and not
+	// for systemd-networkd-wait-online (a second more, for IPv6
+	// link-local duplicate address detection on a bridge without IPv6).
+	units, err := run(ctx, d.Client, name, "systemctl", "show", "-p", "ActiveState", "--value", "incusexec-host0-ipv4.service", "systemd-networkd-wait-online.service")
+	is.NoErr(err)
+	is.Equal(strings.Fields(units), []string{"active", "inactive"})
+
 	hostname, err := run(ctx, d.Client, name, "cat", "/etc/hostname")
 	is.NoErr(err)
 	is.Equal(hostname, name+"\n")

@@ -21,9 +21,11 @@
 // tarball as Incus templates, which Incus writes into the container when it
 // is created: /etc/hostname and /etc/hosts, and incusexec's own systemd
 // generator at /etc/systemd/system-generators/lxc (mode 0755). At every
-// boot the generator enables systemd-networkd and its wait-online service
-// (so the NIC host0 gets DHCP through Debian's 80-container-host0.network
-// and "running" means online), gives networkd a read-only /sys so that it
+// boot the generator enables systemd-networkd (so the NIC host0 gets DHCP
+// through Debian's 80-container-host0.network) and a unit of its own that
+// holds the boot until host0 has its IPv4 address (so "running" means
+// addressed, without systemd-networkd-wait-online's second-long wait for
+// IPv6 link-local duplicate address detection), gives networkd a read-only /sys so that it
 // does not wait for a udev that containers do not run, masks units that
 // cannot work in a container, relaxes unit sandboxing that fails under a
 // user namespace, and repairs a root directory of mode 0700. So the root

@@ -127,7 +127,17 @@ func TestGeneratorForksFewCommands(t *testing.T) {
 	if _, err := os.Stat("/lib/systemd/system/systemd-networkd.service"); err == nil {
 		b, err := os.ReadFile(filepath.Join(out, "multi-user.target.d", "zz-incusexec-network.conf"))
 		is.NoErr(err)
-		is.True(strings.Contains(string(b), "Wants=systemd-networkd.service"))
+		is.True(strings.Contains(string(b), "Wants=systemd-networkd.service incusexec-host0-ipv4.service"))
+		// Boot waits for host0's IPv4 address with the image's own unit,
+		// not with systemd-networkd-wait-online (which also waits for
+		// IPv6 link-local duplicate address detection).
+		b, err = os.ReadFile(filepath.Join(out, "network-online.target.d", "zz-incusexec-network.conf"))
+		is.NoErr(err)
+		is.Equal(string(b), "[Unit]\nWants=incusexec-host0-ipv4.service\n")
+		unit, err := os.ReadFile(filepath.Join(out, "incusexec-host0-ipv4.service"))
+		is.NoErr(err)
+		is.True(strings.Contains(string(unit), "</proc/net/route"))
+		is.True(!strings.Contains(string(unit), "wait-online"))
 	}
 }
 

@@ -179,27 +179,34 @@ done
 
 # Network: systemd-networkd configures host0 through Debian's
 # 80-container-host0.network (with the image's drop-in asking for IPv4
-# only), and boot waits for it to be online, so that "running" means the
-# network is up.
+# only), and boot waits for host0's IPv4 address, so that "running" means
+# the address is there. It waits with its own unit, not with
+# systemd-networkd-wait-online: that one waits until networkd calls the
+# link configured, which includes the IPv6 link-local address's duplicate
+# address detection, a second after the DHCPv4 lease (which arrives within
+# milliseconds), whether or not the bridge has IPv6. The unit watches the
+# kernel's IPv4 routes: the address brings its prefix route, on host0.
 unit_exists() {
 	[ -e "/lib/systemd/system/$1" ] || [ -e "/usr/lib/systemd/system/$1" ] || [ -e "/etc/systemd/system/$1" ]
 }
-wants() {
-	target=$1
-	shift
-	list=
-	for unit in "$@"; do
-		if unit_exists "$unit"; then
-			list="$list $unit"
-		fi
-	done
-	if [ -n "$list" ]; then
-		printf '%s\n' '[Unit]' "Wants=${list# }" >"$out/$target.d/zz-incusexec-network.conf"
+if unit_exists systemd-networkd.service; then
+	printf '%s\n' '[Unit]' \
+		'Description=incusexec: wait for an IPv4 address on host0' \
+		'Wants=systemd-networkd.service' \
+		'After=systemd-networkd.service' \
+		'Before=network-online.target' \
+		'ConditionPathExists=/sys/class/net/host0' \
+		'[Service]' \
+		'Type=oneshot' \
+		'RemainAfterExit=yes' \
+		'ExecStart=/bin/sh -c '"'"'n=0; while [ "$$n" -lt 600 ]; do while read -r dev _; do [ "$$dev" = host0 ] && exit 0; done </proc/net/route; n=$$((n+1)); sleep 0.05; done; echo "host0 has no IPv4 address after 30 s" >&2; exit 1'"'" \
+		>"$out/incusexec-host0-ipv4.service"
+	printf '%s\n' '[Unit]' 'Wants=systemd-networkd.service incusexec-host0-ipv4.service' >"$out/multi-user.target.d/zz-incusexec-network.conf"
+	printf '%s\n' '[Unit]' 'Wants=incusexec-host0-ipv4.service' >"$out/network-online.target.d/zz-incusexec-network.conf"
+	if unit_exists systemd-networkd.socket; then
+		printf '%s\n' '[Unit]' 'Wants=systemd-networkd.socket' >"$out/sockets.target.d/zz-incusexec-network.conf"
 	fi
-}
-wants multi-user.target systemd-networkd.service network-online.target
-wants sockets.target systemd-networkd.socket
-wants network-online.target systemd-networkd-wait-online.service
+fi
 exit 0
 `
 
