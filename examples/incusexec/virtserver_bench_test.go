@@ -33,7 +33,37 @@ const envBenchVirtServer = "INCUSEXEC_BENCH_VIRTSERVER"
 const (
 	timingShimName = "avs-timing-shim"
 	envTimings     = "INCUSEXEC_AVS_TIMINGS"
+	// execTimerName: the shim puts the test binary under this name (beside
+	// itself) in front of the server's execute command, timing each testbed
+	// command autopkgtest runs into the same file as "execute SECONDS".
+	execTimerName = "avs-exec-timer"
 )
+
+// execTimer runs argv[1:] with the caller's stdio and appends its wall time
+// to the timings file argv[0]; it exits with the command's status.
+func execTimer(argv []string) int {
+	if len(argv) < 2 {
+		fmt.Fprintln(os.Stderr, "avs-exec-timer: usage: TIMINGS COMMAND...")
+		return 255
+	}
+	cmd := exec.Command(argv[1], argv[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	start := time.Now()
+	err := cmd.Run()
+	secs := time.Since(start).Seconds()
+	if log, lerr := os.OpenFile(argv[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); lerr == nil {
+		fmt.Fprintf(log, "execute %.3f\n", secs)
+		log.Close()
+	}
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() >= 0 {
+			return ee.ExitCode()
+		}
+		fmt.Fprintln(os.Stderr, "avs-exec-timer:", err)
+		return 255
+	}
+	return 0
+}
 
 // timingShim runs the server argv, passes the protocol through and
 // appends "command seconds" per command to $INCUSEXEC_AVS_TIMINGS.
@@ -73,6 +103,11 @@ func timingShim(argv []string) int {
 		rep, err := replies.ReadString('\n')
 		if f := strings.Fields(req); len(f) > 0 {
 			fmt.Fprintf(log, "%s %.3f\n", f[0], time.Since(start).Seconds())
+		}
+		if strings.TrimSpace(req) == "print-execute-command" && strings.HasPrefix(rep, "ok ") {
+			// Time every testbed command: the timer goes first.
+			timer := filepath.Join(filepath.Dir(os.Args[0]), execTimerName)
+			rep = "ok " + url.PathEscape(timer) + "," + url.PathEscape(log.Name()) + "," + strings.TrimPrefix(rep, "ok ")
 		}
 		os.Stdout.WriteString(rep)
 		if err != nil {
@@ -117,6 +152,25 @@ type benchResult struct {
 	total   time.Duration
 	cmds    map[string][]float64
 	execute []float64 // seconds per execute-command run of `true`
+}
+
+func sum(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// serverSum is the time spent in virt-server protocol commands.
+func (r benchResult) serverSum() float64 {
+	s := 0.0
+	for name, xs := range r.cmds {
+		if name != "execute" {
+			s += sum(xs)
+		}
+	}
+	return s
 }
 
 func mean(xs []float64) float64 {
@@ -233,6 +287,9 @@ func TestBenchVirtServer(t *testing.T) {
 	if err := os.Symlink(self, shim); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Symlink(self, filepath.Join(bin, execTimerName)); err != nil {
+		t.Fatal(err)
+	}
 	stockEnv := []string{"INCUS_DIR=" + d.Dir}
 	stock := []string{"/usr/bin/autopkgtest-virt-incus", image, "--", "--profile", profile}
 	ours := []string{filepath.Join(bin, virtServerName), "--socket=" + d.Socket, "--owner=" + incustest.UniqueName("avsbench"), image, "--", "--profile", profile}
@@ -259,5 +316,10 @@ func TestBenchVirtServer(t *testing.T) {
 	row("copydown (mean)", mean(rs.cmds["copydown"]), mean(ro.cmds["copydown"]))
 	row("copyup (mean)", mean(rs.cmds["copyup"]), mean(ro.cmds["copyup"]))
 	row("execute `true` (median of 10)", median(es), median(eo))
+	fmt.Printf("| %-34s | %10d | %10d | %6s |\n", "testbed commands (execute command)", len(rs.cmds["execute"]), len(ro.cmds["execute"]), "count")
+	row("  their mean", mean(rs.cmds["execute"]), mean(ro.cmds["execute"]))
+	row("  their sum", sum(rs.cmds["execute"]), sum(ro.cmds["execute"]))
+	row("server commands, sum", rs.serverSum(), ro.serverSum())
+	row("autopkgtest itself (the rest)", rs.total.Seconds()-rs.serverSum()-sum(rs.cmds["execute"]), ro.total.Seconds()-ro.serverSum()-sum(ro.cmds["execute"]))
 	fmt.Println()
 }

@@ -27,6 +27,9 @@ func virtServerMain() {
 	if filepath.Base(os.Args[0]) == timingShimName {
 		os.Exit(timingShim(os.Args[1:]))
 	}
+	if filepath.Base(os.Args[0]) == execTimerName {
+		os.Exit(execTimer(os.Args[1:]))
+	}
 	if filepath.Base(os.Args[0]) == virtServerName {
 		main()
 	}
