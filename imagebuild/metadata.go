@@ -214,9 +214,12 @@ exit 0
 // Debian's 80-container-host0.network.
 const NetworkDropInPath = "/etc/systemd/network/80-container-host0.network.d/zz-incusexec.conf"
 
-// networkDropIn makes host0 count as online once it has its IPv4 address:
-// without it systemd-networkd-wait-online also waits for IPv6 (a link-local
-// address at least), which a bridge without IPv6 gives nothing for. The
+// networkDropIn makes host0 count as online (in networkctl and for
+// systemd-networkd-wait-online, when a unit pulls that in) once it has its
+// IPv4 address, not IPv6 as well, which a bridge without IPv6 gives nothing
+// for. It does not spare wait-online the second of IPv6 link-local
+// duplicate address detection (networkd calls the link configured only
+// after it), which is why the boot waits with the generator's own unit. The
 // hostname comes from Incus, so networkd does not try (and fail, in an
 // unprivileged container, after starting systemd-hostnamed) to set the one
 // the DHCP server sends.

@@ -27,13 +27,16 @@ const EnvExecLoss = "INCUSEXEC_EXECLOSS"
 
 const (
 	execLossSoak = 2000
-	// Per batch, stockConc commands through the stock `incus exec` and
-	// oursConc through incusexec run at the same time: stock's 32 show the
-	// race at its rate here (about 0.5%; with 16 at a time stock lost 0 of
-	// 416 beside incusexec's commands), and ours reach 2,000 in the same
-	// batches.
+	// Each round runs stockConc commands through the stock `incus exec`
+	// together, then oursConc through incusexec together, under the same
+	// load. Stock's batches run alone because that is how they show the
+	// race here: 32 stock commands at a time alone lost 2 of 320 and 1 of
+	// 320, while 32 stock beside 48 incusexec commands at the same moment
+	// lost 0 of 992 (2026-11-30): incusd's poll timeouts and the commands'
+	// writes must crowd into the same instant. Ours are cheap (goroutines
+	// of this process), so a round runs three times as many of them.
 	stockConc = 32
-	oursConc  = 48
+	oursConc  = 96
 	// Load: fork loops on the host, beside incusd in its CPU cgroup (loops
 	// inside the container are one scheduling group and barely delay
 	// incusd), and output floods streamed through incusd over websockets,
@@ -74,14 +77,14 @@ func execLossRuns(t *testing.T) int {
 }
 
 // TestExecOutputUnderLoad is the reproducer of incusd's lost exec output:
-// batches of commands that write right at incusd's poll timeout,
-// stockConc through the stock `incus exec` and, at the same time, oursConc
+// rounds of commands that write right at incusd's poll timeout, a batch
+// of stockConc through the stock `incus exec`, then a batch of oursConc
 // through instance.Exec, while fork loops on the
 // host and output floods through incusd oversubscribe the CPUs. It counts
 // the commands whose output was not exactly "marker\n". incusexec must lose
-// none of its N commands; stock (N*stockConc/oursConc commands, enough to
-// show the race at its rate here) must lose some, or the load did not reproduce the
-// race and the run proves nothing.
+// none of its N commands; stock (stockConc per round, a third as many) must
+// lose some, or the load did not reproduce the race and the run proves
+// nothing.
 func TestExecOutputUnderLoad(t *testing.T) {
 	runs := execLossRuns(t)
 	is := is.New(t)
@@ -100,26 +103,25 @@ func TestExecOutputUnderLoad(t *testing.T) {
 	stock := &lossCount{}
 	ours := &lossCount{}
 	start := time.Now()
-	for done, batchNo := 0, 0; done < runs; done, batchNo = done+oursConc, batchNo+1 {
-		batch := min(oursConc, runs-done)
+	for round := 0; ours.n < runs; round++ {
 		stockDone := stock.n
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			stock.add(runBatch(max(batch*stockConc/oursConc, 1), func(i int) (string, error) {
-				return stockExec(ctx, d.Dir, in.Name(), execLossCommand(stockDone+i))
-			}))
-		})
-		wg.Go(func() {
-			ours.add(runBatch(batch, func(i int) (string, error) { return libExec(ctx, in, execLossCommand(done+i)) }))
-		})
-		wg.Wait()
-		if batchNo%5 == 0 {
+		stock.add(runBatch(stockConc, stockDone, func(args []string) (string, error) {
+			return stockExec(ctx, d.Dir, in.Name(), args)
+		}))
+		oursDone := ours.n
+		ours.add(runBatch(min(oursConc, runs-oursDone), oursDone, func(args []string) (string, error) {
+			return libExec(ctx, in, args)
+		}))
+		if round%3 == 0 {
 			t.Logf("%v: stock lost %d of %d, incusexec lost %d of %d", time.Since(start).Round(time.Second), stock.lost, stock.n, ours.lost, ours.n)
 		}
 	}
 	stopFloods()
 	stopLoad()
-	t.Logf("SUMMARY %d at a time through stock incus exec and %d through incusexec, %d fork loops on the host, %d output floods, %v: stock incus exec lost %d of %d (%d errors), incusexec lost %d of %d (%d errors)",
+	for _, e := range stock.samples {
+		t.Logf("stock: %s", e)
+	}
+	t.Logf("SUMMARY rounds of %d at a time through stock incus exec, then %d through incusexec, %d fork loops on the host, %d output floods, %v: stock incus exec lost %d of %d (%d errors), incusexec lost %d of %d (%d errors)",
 		stockConc, oursConc, hostLoops, floodLoops, time.Since(start).Round(time.Second), stock.lost, stock.n, stock.errs, ours.lost, ours.n, ours.errs)
 	for _, e := range ours.samples {
 		t.Errorf("incusexec: %s", e)
@@ -200,6 +202,7 @@ type lossCount struct {
 }
 
 type outcome struct {
+	cmd string // the shell script: its silence
 	out string
 	err error
 }
@@ -215,18 +218,21 @@ func (c *lossCount) add(results []outcome) {
 		default:
 			continue
 		}
-		if len(c.samples) < 5 {
-			c.samples = append(c.samples, fmt.Sprintf("output %q, err %v", r.out, r.err))
+		if len(c.samples) < 10 {
+			c.samples = append(c.samples, fmt.Sprintf("%s: output %q, err %v", r.cmd, r.out, r.err))
 		}
 	}
 }
 
-func runBatch(n int, run func(i int) (string, error)) []outcome {
+// runBatch runs commands base to base+n-1 (execLossCommand) at once.
+func runBatch(n, base int, run func(args []string) (string, error)) []outcome {
 	res := make([]outcome, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			res[i].out, res[i].err = run(i)
+			args := execLossCommand(base + i)
+			res[i].cmd = args[len(args)-1]
+			res[i].out, res[i].err = run(args)
 		})
 	}
 	wg.Wait()
