@@ -22,9 +22,13 @@ const (
 // loginScript runs "$@" in the environment a login would give (it is run
 // under env -i): /etc/environment, the default locale and /etc/profile,
 // exported. After the command it kills what still holds its stdout or
-// stderr pipe (daemons a build or test left behind), whose open ends
-// would otherwise keep the exec's output, and so the caller, waiting
-// forever. A 255 of the command becomes 253.
+// stderr when that is a pipe or a socket (daemons a build or test left
+// behind), whose open ends would otherwise keep the exec's output, and so
+// the caller, waiting forever; a regular file (a recorded exec's output)
+// holds nobody up. A 255 of the command becomes 253. The cleanup uses shell
+// builtins only (test -p, -S and -ef on /proc's fd links): every command
+// autopkgtest runs pays for it, and a fork costs milliseconds on a busy
+// host.
 const loginScript = `set -a
 [ -r /etc/environment ] && . /etc/environment 2>/dev/null
 [ -r /etc/default/locale ] && . /etc/default/locale 2>/dev/null
@@ -33,17 +37,15 @@ set +a
 "$@"
 rc=$?
 [ "$rc" -ne 255 ] || rc=253
-holders() {
-	for t in "$@"; do
-		case "$t" in pipe:*|socket:*) ;; *) continue ;; esac
-		t=${t//[/\\[}; t=${t//]/\\]}
-		find /proc/[0-9]*/fd -maxdepth 1 -lname "$t" 2>/dev/null
-	done
-}
 kill=
-for f in $(holders "$(readlink /proc/$$/fd/1)" "$(readlink /proc/$$/fd/2)"); do
-	p=${f#/proc/}; p=${p%%/*}
-	[ "$p" = $$ ] || [ "$p" = "$PPID" ] || kill="$kill $p"
+for fd in 1 2; do
+	[ -p /proc/$$/fd/$fd ] || [ -S /proc/$$/fd/$fd ] || continue
+	for f in /proc/[0-9]*/fd/*; do
+		[ "$f" -ef /proc/$$/fd/$fd ] || continue
+		p=${f#/proc/}; p=${p%%/*}
+		[ "$p" = $$ ] || [ "$p" = "$PPID" ] && continue
+		case " $kill " in *" $p "*) ;; *) kill="$kill $p" ;; esac
+	done
 done
 [ -z "$kill" ] || kill -9 $kill 2>/dev/null
 exit $rc

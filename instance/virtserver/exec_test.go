@@ -3,9 +3,11 @@ package virtserver
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,4 +66,31 @@ func TestLoginScript(t *testing.T) {
 			is.NoErr(err)
 		})
 	}
+}
+
+// TestLoginScriptLeavesFileHoldersAlone: a recorded exec's output is a
+// regular file, which keeps nobody waiting; a background process writing
+// to it is the test's business and lives on.
+func TestLoginScriptLeavesFileHoldersAlone(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	is := is.New(t)
+	argv := WrapLogin([]string{"sh", "-c", "sleep 300 & echo $!"})
+	out, err := os.CreateTemp(t.TempDir(), "stdout")
+	is.NoErr(err)
+	defer out.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Stdout = out
+	is.NoErr(cmd.Run())
+	b, err := os.ReadFile(out.Name())
+	is.NoErr(err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	is.NoErr(err)
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	is.NoErr(err) // the process still exists
+	_, after, _ := strings.Cut(string(stat), ") ")
+	is.True(!strings.HasPrefix(after, "Z") && !strings.HasPrefix(after, "X")) // and was not killed
 }
