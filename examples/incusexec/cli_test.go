@@ -42,6 +42,7 @@ func busybox(t *testing.T) (*incustest.Daemon, string) {
 }
 
 func TestRunStreamsAndExitCode(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	r := incusexec(t, t.Context(), d, "from stdin\n", "--owner", owner, "run", "--image", incustest.BusyboxAlias,
@@ -53,6 +54,7 @@ func TestRunStreamsAndExitCode(t *testing.T) {
 }
 
 func TestRunPushMountUserPull(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	host := t.TempDir()
@@ -80,6 +82,7 @@ func TestRunPushMountUserPull(t *testing.T) {
 }
 
 func TestRunTimeout(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	r := incusexec(t, t.Context(), d, "", "--owner", owner, "run", "--image", incustest.BusyboxAlias, "--timeout", "1s", "--", "sleep", "600")
@@ -89,6 +92,7 @@ func TestRunTimeout(t *testing.T) {
 }
 
 func TestRunExecutorFailures(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	d, owner := busybox(t)
 	for _, tc := range []struct {
 		name string
@@ -144,6 +148,7 @@ func TestRunInterrupted(t *testing.T) {
 
 // TestRunKeep leaves the instance and names it.
 func TestRunKeep(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	r := incusexec(t, t.Context(), d, "", "--owner", owner, "run", "--keep", "--image", incustest.BusyboxAlias, "--", "touch", "/root/kept")
@@ -163,6 +168,7 @@ func TestRunKeep(t *testing.T) {
 // pull, mount, unmount, stats, list, stop and delete, each a separate
 // invocation as a shell script would make them.
 func TestInstanceCommands(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	ctx := t.Context()
@@ -424,6 +430,7 @@ func TestVirtArgs(t *testing.T) {
 // TestConfigFile reads the connection and owner from an ISM-style file,
 // and refuses a file with a misspelt key.
 func TestConfigFile(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	dir := t.TempDir()

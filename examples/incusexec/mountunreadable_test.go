@@ -14,6 +14,7 @@ import (
 // unprivileged container fails, naming the source, why and what to do;
 // with --shift the same directory is mounted and readable.
 func TestMountUnreadable(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	ctx := t.Context()

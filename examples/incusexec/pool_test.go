@@ -40,6 +40,7 @@ func incusexecProcess(t *testing.T, d *incustest.Daemon, args ...string) result 
 // fails with --no-cold and launches a fresh instance without; `pool drain`
 // deletes what is left unclaimed.
 func TestPoolAcrossProcesses(t *testing.T) {
+	t.Parallel() // its own owner: nothing shared with other tests but the daemon
 	is := is.New(t)
 	d, owner := busybox(t)
 	pool := []string{"--name", "cli-pool", "--image", incustest.BusyboxAlias, "--ready", "network"}
