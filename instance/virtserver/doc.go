@@ -28,9 +28,12 @@
 // /etc/profile, stdin, stdout and stderr forwarded, the command's exit
 // status returned (255 becomes 253: autopkgtest keeps 254 and 255 for
 // failures of the execute command itself), and background processes still
-// holding its output killed once it exits, so that they cannot hang it.
-// The program must carry the connection to the daemon in its arguments:
-// sbuild runs it with a filtered environment.
+// holding its output pipes killed once it exits, so that they cannot hang
+// it. A stdin that is the null device should reach Execute as nil
+// (autopkgtest runs every testbed command so): a command with a stdin costs
+// a FIFO and a second exec that feeds it. The program must carry the
+// connection to the daemon in its arguments: sbuild runs it with a filtered
+// environment.
 //
 // ParseArgs takes autopkgtest-virt-incus's arguments unchanged
 // ([-d] [--vm] IMAGE [-- incus launch arguments]).
