@@ -79,8 +79,8 @@ func execLossRuns(t *testing.T) int {
 // TestExecOutputUnderLoad is the reproducer of incusd's lost exec output:
 // rounds of commands that write right at incusd's poll timeout, a batch
 // of stockConc through the stock `incus exec`, then a batch of oursConc
-// through instance.Exec, while fork loops on the
-// host and output floods through incusd oversubscribe the CPUs. It counts
+// through instance.Exec, while fork loops on the host and output floods
+// through incusd oversubscribe the CPUs. It counts
 // the commands whose output was not exactly "marker\n". incusexec must lose
 // none of its N commands; stock (stockConc per round, a third as many) must
 // lose some, or the load did not reproduce the race and the run proves
