@@ -68,7 +68,10 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	}
 	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
 	rec := in.newRecording(srv, id, stdout, stderr)
-	defer rec.remove(in)
+	// The files go once the output is delivered, behind the caller's
+	// back: a removal costs two requests the caller need not wait for
+	// (Manager.Close waits; GC collects what a killed process left).
+	defer in.m.later(func() { rec.remove(in) })
 	w, stopWaiting := srv.awaitOp(id)
 	defer stopWaiting()
 

@@ -81,6 +81,7 @@ func TestExecRecordsAndRemovesOutput(t *testing.T) {
 			is.Equal(code, tc.code)
 			is.Equal(out.String(), tc.stdout)
 			is.Equal(errb.String(), tc.stderr)
+			instance.WaitCleanups(m) // the files go behind Exec's return
 			is.Equal(recordedFiles(t, d, in.Name()), []string{})
 		})
 	}
@@ -235,6 +236,7 @@ func TestExecStdinRecorded(t *testing.T) {
 				is.True(out.String() == tc.stdout)
 			}
 			is.Equal(errb.String(), "")
+			instance.WaitCleanups(m)
 			is.Equal(recordedFiles(t, d, in.Name()), []string{})
 		})
 	}

@@ -17,3 +17,6 @@ func SetExecLeftoverAge(d time.Duration) (restore func()) {
 	execLeftoverAge = d
 	return func() { execLeftoverAge = old }
 }
+
+// WaitCleanups waits for the removals Exec left running.
+func WaitCleanups(m *Manager) { m.cleanups.Wait() }

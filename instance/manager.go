@@ -70,6 +70,38 @@ type Manager struct {
 	// placeMu serialises the creation requests the cluster's scheduler
 	// places (see create).
 	placeMu sync.Mutex
+	// cleanups are server-side removals left running after the call that
+	// made them returned (a recorded exec's output files); Close waits.
+	cleanups sync.WaitGroup
+}
+
+// cleanupWait bounds how long Close waits for cleanups; what a hung
+// server leaves is GC's (see GC).
+const cleanupWait = 30 * time.Second
+
+// later runs f on a goroutine of its own, tracked for Close.
+func (m *Manager) later(f func()) {
+	m.cleanups.Add(1)
+	go func() {
+		defer m.cleanups.Done()
+		f()
+	}()
+}
+
+// waitCleanups waits for the cleanups under way, at most d; it reports
+// whether they all ended.
+func (m *Manager) waitCleanups(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		m.cleanups.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // New returns a Manager that talks to the server through c.
@@ -114,9 +146,15 @@ func New(c Client, cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Close releases the manager's event listener. Instances are left alone;
-// handles keep working, at the cost of an event connection per operation.
+// Close waits for the server-side cleanups Exec left running (the output
+// files of recorded execs: Exec returns once the output is delivered, and
+// removes the files behind it), at most 30 s, then releases the manager's
+// event listener. Instances are left alone; handles keep working, at the
+// cost of an event connection per operation.
 func (m *Manager) Close() error {
+	if !m.waitCleanups(cleanupWait) {
+		m.log.Warn("cleanups still running after " + cleanupWait.String() + "; GC removes what they leave")
+	}
 	m.events.close()
 	return nil
 }

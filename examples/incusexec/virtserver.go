@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/instance/virtserver"
+	"github.com/incusexec/incusexec/instance/virtserver/execrelay"
 )
 
 // virtServerName is the name autopkgtest and sbuild find the server by
@@ -102,9 +106,27 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	tb, err := virtserver.NewIncus(virtserver.IncusConfig{
-		Manager: m, Client: c, Spec: va.Spec, Spares: -1,
-		Exec: append(append([]string{self}, a.connectionArgs()...), "virt-exec"), Logger: a.log,
+	// Testbed commands come back to this process through the relay, and
+	// run on its connection: the execute command only hands over its
+	// streams.
+	var tb *virtserver.Incus
+	relay, err := execrelay.New(func(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+		return tb.Execute(ctx, name, argv, stdin, stdout, stderr)
+	}, a.log)
+	if err != nil {
+		return err
+	}
+	defer relay.Close()
+	execCmd := append(append([]string{self}, a.connectionArgs()...), "virt-exec", "--relay="+relay.Path())
+	if helper := findExecHelper(self); helper != "" {
+		execCmd = []string{helper, relay.Path()}
+	}
+	a.log.Debug("execute command", "argv", execCmd)
+	tb, err = virtserver.NewIncus(virtserver.IncusConfig{
+		Manager: m, Client: c, Spec: va.Spec, Spares: -1, Exec: execCmd, Logger: a.log,
+		// A spare refilled beside the tests pays off only with CPUs to
+		// spare (see IncusConfig.Refill): not on a host of two.
+		Refill: runtime.NumCPU() > 2,
 	})
 	if err != nil {
 		return err
@@ -117,6 +139,30 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 		return &exitError{code: 12, msg: err.Error()} // as the stock servers do
 	}
 	return nil
+}
+
+// execHelperName is the small execute command (./virtexec), which make
+// install puts beside the binary.
+const execHelperName = "incusexec-virt-exec"
+
+// findExecHelper looks for the execute helper beside the program as it was
+// run (the autopkgtest-virt-incusexec found on PATH) and beside the binary
+// itself; "" when there is none.
+func findExecHelper(self string) string {
+	var dirs []string
+	if p, err := exec.LookPath(os.Args[0]); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			dirs = append(dirs, filepath.Dir(abs))
+		}
+	}
+	dirs = append(dirs, filepath.Dir(self))
+	for _, d := range dirs {
+		p := filepath.Join(d, execHelperName)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }
 
 // connectionArgs are the global flags that reach the same daemon, as
@@ -145,14 +191,36 @@ func (a *app) connectionArgs() []string {
 
 // cmdVirtExec is the execute command print-execute-command names: it runs
 // one command in the instance as root in the login environment and exits
-// with its status (255 when it could not).
+// with its status (255 when it could not). With --relay=SOCKET the virt
+// server runs it on its own connection (virtserver.Relay) and this process
+// only hands over its streams; without, it connects to the daemon itself.
 func cmdVirtExec(ctx context.Context, a *app, args []string) error {
+	relay := ""
+	if len(args) > 0 && strings.HasPrefix(args[0], "--relay=") {
+		relay, args = strings.TrimPrefix(args[0], "--relay="), args[1:]
+	}
 	if len(args) < 3 || args[1] != "--" {
-		return &exitError{code: virtserver.ExitAuxFailed, msg: "usage: virt-exec NAME -- COMMAND..."}
+		return &exitError{code: virtserver.ExitAuxFailed, msg: "usage: virt-exec [--relay=SOCKET] NAME -- COMMAND..."}
 	}
 	name, argv := args[0], args[2:]
 	if err := executor.CheckName(name); err != nil {
 		return &exitError{code: virtserver.ExitAuxFailed, msg: err.Error()}
+	}
+	if relay != "" {
+		in, ok1 := a.stdin.(*os.File)
+		out, ok2 := a.stdout.(*os.File)
+		errw, ok3 := a.stderr.(*os.File)
+		if !ok1 || !ok2 || !ok3 || in == nil || out == nil || errw == nil {
+			return &exitError{code: virtserver.ExitAuxFailed, msg: "virt-exec --relay: stdin, stdout and stderr must be files"}
+		}
+		code, err := execrelay.Execute(ctx, relay, name, argv, in, out, errw)
+		if err != nil {
+			return &exitError{code: virtserver.ExitAuxFailed, msg: fmt.Sprintf("virt-exec %q in %s: %v", argv, name, err)}
+		}
+		if code != 0 {
+			return &exitError{code: code}
+		}
+		return nil
 	}
 	c, cfg, err := a.client(ctx)
 	if err != nil {
@@ -164,7 +232,7 @@ func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 	}
 	defer m.Close()
 	stdin := a.stdin
-	if isDevNull(stdin) {
+	if execrelay.IsDevNull(stdin) {
 		// autopkgtest runs every testbed command with stdin on /dev/null:
 		// no input means no FIFO and no feeder exec in the instance.
 		stdin = nil
@@ -174,24 +242,4 @@ func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 		return &exitError{code: code}
 	}
 	return nil
-}
-
-// isDevNull reports whether r is a file open on the null device (the
-// character device /dev/null is), which has nothing to give a command.
-func isDevNull(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	if !ok || f == nil {
-		return false
-	}
-	fi, err := f.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return false
-	}
-	null, err := os.Stat(os.DevNull)
-	if err != nil {
-		return false
-	}
-	a, okA := fi.Sys().(*syscall.Stat_t)
-	b, okB := null.Sys().(*syscall.Stat_t)
-	return okA && okB && a.Rdev == b.Rdev
 }

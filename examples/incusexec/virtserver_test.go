@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -190,6 +192,33 @@ func serverOnPath(t *testing.T) string {
 	return dir
 }
 
+// wrapHelper puts a script in front of the execute helper in dir that
+// counts its runs into calls, to show the server named it.
+func wrapHelper(t *testing.T, dir, calls string) {
+	t.Helper()
+	h := filepath.Join(dir, execHelperName)
+	if err := os.Rename(h, h+".real"); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"$1\" >> '" + calls + "'\nexec '" + h + ".real' \"$@\"\n"
+	if err := os.WriteFile(h, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withExecHelper builds the small execute command (./virtexec) into dir,
+// beside the server, where the server finds it as an installed one would
+// be; without it the server names its own virt-exec --relay.
+func withExecHelper(t *testing.T, dir string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, execHelperName), "github.com/incusexec/incusexec/examples/incusexec/virtexec")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make install builds it
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build the execute helper: %v\n%s", err, b)
+	}
+}
+
 // summary reads autopkgtest's summary file: test name to result word.
 func summary(t *testing.T, path string) map[string]string {
 	t.Helper()
@@ -230,6 +259,9 @@ func TestAutopkgtestVirtServer(t *testing.T) {
 	writeTree(t, src, apkgTests)
 	out := filepath.Join(work, "out")
 	bin := serverOnPath(t)
+	withExecHelper(t, bin) // as make install leaves it
+	calls := filepath.Join(work, "helper-calls")
+	wrapHelper(t, bin, calls)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -255,6 +287,10 @@ func TestAutopkgtestVirtServer(t *testing.T) {
 	user, err := os.ReadFile(filepath.Join(out, "user-stdout"))
 	is.NoErr(err)
 	is.Equal(string(user), "as debci\n")
+	// Every testbed command went through the helper and the relay.
+	helped, err := os.ReadFile(calls)
+	is.NoErr(err)
+	is.True(strings.Count(string(helped), "/exec.sock\n") > 20)
 
 	// Nothing of the server's is left: testbed, replaced instances, spares.
 	m, err := instance.New(d.Client, instance.Config{Owner: owner})
@@ -361,8 +397,10 @@ func TestAutopkgtestStockReference(t *testing.T) {
 	})
 }
 
-// TestVirtServerSignals: SIGTERM makes the server delete what it made; after
-// SIGKILL, the owner's gc does.
+// TestVirtServerSignals: SIGTERM makes the server delete what it made (and
+// remove its relay's socket); after SIGKILL, the owner's gc does. Before
+// the SIGTERM, its execute command runs a command through the relay, and
+// refuses an instance other than the testbed.
 func TestVirtServerSignals(t *testing.T) {
 	d := incustest.Shared(t)
 	image := d.DebianImage(t) // no build tools needed
@@ -375,6 +413,8 @@ func TestVirtServerSignals(t *testing.T) {
 			defer cancel()
 			owner := incustest.UniqueName("avs")
 			cmd := exec.Command(server, "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
+			tmp := t.TempDir() // the relay's socket directory goes here
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 			in, _ := cmd.StdinPipe()
 			out, _ := cmd.StdoutPipe()
 			cmd.Stderr = os.Stderr
@@ -389,6 +429,31 @@ func TestVirtServerSignals(t *testing.T) {
 			m, err := instance.New(d.Client, instance.Config{Owner: owner})
 			is.NoErr(err)
 			defer m.Close()
+			if sig == syscall.SIGTERM {
+				// The execute command (the server's own virt-exec
+				// --relay here) runs in the testbed it names, and only
+				// there.
+				io.WriteString(in, "print-execute-command\n")
+				line, err := r.ReadString('\n')
+				is.NoErr(err)
+				var argv []string
+				for _, a := range strings.Split(strings.TrimSpace(strings.TrimPrefix(line, "ok ")), ",") {
+					u, err := url.PathUnescape(a)
+					is.NoErr(err)
+					argv = append(argv, u)
+				}
+				is.True(slices.Contains(argv, "virt-exec"))
+				out, err := exec.Command(argv[0], append(argv[1:], "sh", "-c", "id -u; echo $PATH; exit 7")...).Output()
+				is.Equal(exitCode(err), 7)
+				is.Equal(string(out), "0\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n") // root, /etc/profile's PATH
+				name := argv[len(argv)-2]
+				argv[len(argv)-2] = "avs-not-the-testbed"
+				var errb strings.Builder
+				c := exec.Command(argv[0], append(argv[1:], "true")...)
+				c.Stderr = &errb
+				is.Equal(exitCode(c.Run()), 255)
+				is.True(strings.Contains(errb.String(), "avs-not-the-testbed is not the testbed (it is "+name+" now)"))
+			}
 			if sig == syscall.SIGKILL {
 				// Killed once the spare is made too (GC cannot delete an
 				// instance whose creation is still under way).
@@ -422,6 +487,11 @@ func TestVirtServerSignals(t *testing.T) {
 			left, err := m.List(ctx)
 			is.NoErr(err)
 			is.Equal(len(left), 0)
+			if sig == syscall.SIGTERM {
+				relays, err := filepath.Glob(filepath.Join(tmp, "incusexec-relay-*"))
+				is.NoErr(err)
+				is.Equal(len(relays), 0) // the relay's socket directory is gone too
+			}
 		})
 	}
 }
@@ -453,4 +523,92 @@ func TestAutopkgtestStockReboot(t *testing.T) {
 	t.Logf("autopkgtest: %v\n%s", err, b)
 	is.Equal(cmd.ProcessState.ExitCode(), 16) // testbed failure
 	is.True(strings.Contains(string(b), "timed out waiting for container"))
+}
+
+// exitCode is a command's exit status from its error (0 for nil, -1 when
+// it did not exit).
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// TestVirtServerRevertsTwice: the first revert takes the spare booted after
+// open; without refill (a host of two CPUs or fewer, see
+// virtserver.IncusConfig.Refill) the second boots its instance then. Each
+// revert brings back a fresh testbed (a file written before is gone), the
+// execute command printed after it runs there, the one printed before
+// refuses, and close leaves nothing, the replaced instances included.
+func TestVirtServerRevertsTwice(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d := incustest.Shared(t)
+	image := d.DebianImage(t)
+	profile := d.DebianProfile(t)
+	server := filepath.Join(serverOnPath(t), virtServerName)
+	owner := incustest.UniqueName("avs")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, server, "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	is.NoErr(cmd.Start())
+	r := bufio.NewReader(out)
+	ask := func(req string) string {
+		t.Helper()
+		if req != "" {
+			io.WriteString(in, req+"\n")
+		}
+		line, err := r.ReadString('\n')
+		is.NoErr(err)
+		is.True(strings.HasPrefix(line, "ok")) // the server's reply
+		return strings.TrimSpace(strings.TrimPrefix(line, "ok"))
+	}
+	execCmd := func() []string {
+		var argv []string
+		for _, a := range strings.Split(ask("print-execute-command"), ",") {
+			u, err := url.PathUnescape(a)
+			is.NoErr(err)
+			argv = append(argv, u)
+		}
+		return argv
+	}
+	run := func(argv []string, script string) (string, int) {
+		b, err := exec.Command(argv[0], append(argv[1:], "sh", "-c", script)...).Output()
+		return string(b), exitCode(err)
+	}
+	ask("")
+	ask("open")
+	before := execCmd()
+	_, code := run(before, "touch /etc/dirty")
+	is.Equal(code, 0)
+	names := map[string]bool{before[len(before)-2]: true}
+	for i := 1; i <= 2; i++ {
+		ask("revert")
+		now := execCmd()
+		name := now[len(now)-2]
+		is.True(!names[name]) // a new instance each time
+		names[name] = true
+		got, code := run(now, "test -e /etc/dirty && echo dirty || echo clean; touch /etc/dirty")
+		is.Equal(code, 0)
+		is.Equal(got, "clean\n")
+		_, code = run(before, "true")
+		is.Equal(code, 255) // the instance it names is not the testbed any more
+		before = now
+	}
+	ask("close")
+	io.WriteString(in, "quit\n")
+	in.Close()
+	is.NoErr(cmd.Wait())
+	m, err := instance.New(d.Client, instance.Config{Owner: owner})
+	is.NoErr(err)
+	defer m.Close()
+	left, err := m.List(ctx)
+	is.NoErr(err)
+	is.Equal(len(left), 0)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -39,9 +40,18 @@ type IncusConfig struct {
 	// config, VM. Name must be empty. Its Ready defaults to DefaultReady.
 	Spec instance.Spec
 	// Spares is how many booted instances of Spec are kept ready for
-	// revert (a warm pool of this server's own); 0 reverts by creating a
-	// new instance, -1 means the default, 1.
+	// revert (a warm pool of this server's own), booted after open; 0
+	// reverts by creating a new instance, -1 means the default, 1.
 	Spares int
+	// Refill boots a new spare as soon as a revert has taken one, so
+	// that every revert finds one booted. Without it the spares booted
+	// after open serve the first reverts, and later ones boot their
+	// instance when asked. A boot beside the tests costs them about what
+	// it saves the revert on a host without CPUs to spare (measured on
+	// two: the ~20 testbed commands that ran beside the refill were 2 s
+	// slower in all, the revert would have taken 1.7 s); where there are
+	// CPUs to spare, refill.
+	Refill bool
 	// Exec is the argv prefix of the execute command, to which the
 	// instance's name, "--" and the command are appended (see Execute).
 	Exec []string
@@ -59,10 +69,14 @@ type Incus struct {
 	log  *slog.Logger
 	pool *warmpool.Pool
 
+	filled   chan struct{}      // closed when the first spares are booted (or failed)
+	stopFill context.CancelFunc // cancels that first fill (Close)
+
 	mu      sync.Mutex
 	cur     *instance.Instance
 	user    string
-	deletes sync.WaitGroup
+	deletes sync.WaitGroup       // background deletions; Close waits
+	retired []*instance.Instance // replaced, deleted later (see retire)
 }
 
 // DefaultReady waits until systemd has booted and a NIC other than lo has
@@ -162,10 +176,27 @@ func (t *Incus) Open(ctx context.Context) error {
 		t.pool, err = warmpool.New(warmpool.Config{
 			Name: name, Manager: t.cfg.Manager, Client: t.cfg.Client,
 			Spec: spec, Size: t.cfg.Spares, Refill: t.cfg.Spares, Logger: t.log,
+			// The spare boots while the first tests run, on the same
+			// CPUs: at the lowest weight it takes only what they leave.
+			Background: true,
+			// Without Refill, the pool is filled once, here.
+			Manual: !t.cfg.Refill,
 		})
 		if err != nil {
 			return fmt.Errorf("spare instances: %w", err)
 		}
+		t.filled = make(chan struct{})
+		fillCtx, cancel := context.WithCancel(context.Background())
+		t.stopFill = cancel
+		pool := t.pool
+		go func() {
+			defer close(t.filled)
+			if !t.cfg.Refill {
+				if err := pool.Fill(fillCtx); err != nil && fillCtx.Err() == nil {
+					t.log.Warn("spare instances", "err", err)
+				}
+			}
+		}()
 	}
 	return nil
 }
@@ -224,7 +255,7 @@ func (t *Incus) Capabilities() []string {
 
 // Revert replaces the instance by a fresh one of the same spec, booted
 // and ready: a spare from the warm pool when there is one. The old one is
-// deleted in the background (Close waits for it).
+// deleted at the next revert or at Close (see retire).
 func (t *Incus) Revert(ctx context.Context) error {
 	old := t.current()
 	if old == nil {
@@ -233,7 +264,15 @@ func (t *Incus) Revert(ctx context.Context) error {
 	var in *instance.Instance
 	var err error
 	if t.pool != nil {
+		select { // the first spares may still be booting
+		case <-t.filled:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		in, err = t.pool.Claim(ctx)
+		if errors.Is(err, warmpool.ErrEmpty) { // taken, not refilled
+			in, err = t.cfg.Manager.Create(ctx, t.cfg.Spec)
+		}
 	} else {
 		in, err = t.cfg.Manager.Create(ctx, t.cfg.Spec)
 	}
@@ -243,9 +282,26 @@ func (t *Incus) Revert(ctx context.Context) error {
 	t.mu.Lock()
 	t.cur = in
 	t.mu.Unlock()
-	t.deleteLater(old)
+	t.retire(old)
 	t.log.Debug("reverted", "from", old.Name(), "to", in.Name())
 	return nil
+}
+
+// retire takes a replaced instance out of the testbed's way: it is left
+// as it is and deleted at the next revert or at Close, so at most one
+// waits. Stopping a container and deleting its storage (the kernel's
+// cleanup of a btrfs subvolume, say) are the heaviest parts of its life
+// for the host, and done now they would run beside the next tests: on two
+// CPUs they cost those tests more (0.5-1 s in the bench) than they cost
+// at close, where the deletions run side by side.
+func (t *Incus) retire(old *instance.Instance) {
+	t.mu.Lock()
+	older := t.retired
+	t.retired = []*instance.Instance{old}
+	t.mu.Unlock()
+	for _, o := range older {
+		t.deleteLater(o)
+	}
 }
 
 func (t *Incus) deleteLater(in *instance.Instance) {
@@ -260,11 +316,14 @@ func (t *Incus) deleteLater(in *instance.Instance) {
 	}()
 }
 
-// Close deletes the instance and the spares.
+// Close deletes the instance, the spares and the instance a revert
+// replaced.
 func (t *Incus) Close(ctx context.Context) error {
 	t.mu.Lock()
 	in := t.cur
 	t.cur = nil
+	retired := t.retired
+	t.retired = nil
 	t.mu.Unlock()
 	// The spares and the testbed go at the same time: each deletion is
 	// mostly incusd waiting for an instance to stop.
@@ -272,14 +331,19 @@ func (t *Incus) Close(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if pool := t.pool; pool != nil {
 		t.pool = nil
+		t.stopFill()
 		wg.Go(func() { poolErr = pool.Close(ctx) })
+	}
+	retErrs := make([]error, len(retired))
+	for i, r := range retired {
+		wg.Go(func() { retErrs[i] = r.Delete(ctx) })
 	}
 	if in != nil {
 		delErr = in.Delete(ctx)
 	}
 	wg.Wait()
 	t.deletes.Wait()
-	return errors.Join(poolErr, delErr)
+	return errors.Join(append(retErrs, poolErr, delErr)...)
 }
 
 // BootID is the host PID of the instance's init: a new boot is a new
@@ -387,6 +451,23 @@ func (t *Incus) CopyUp(ctx context.Context, tb, host string, dir bool) error {
 		return err
 	}
 	return f.Close()
+}
+
+// Execute runs argv as the package's Execute does, in the testbed's
+// current instance, which must be the one named: an execute command
+// printed before a revert names an instance that is gone. It is the
+// execrelay.RunFunc of the relay serving this testbed.
+func (t *Incus) Execute(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	in := t.current()
+	if in == nil || in.Name() != name {
+		now := "closed"
+		if in != nil {
+			now = in.Name()
+		}
+		fmt.Fprintf(stderr, "autopkgtest-virt-incusexec: execute: %s is not the testbed (it is %s now)\n", name, now)
+		return ExitAuxFailed
+	}
+	return Execute(ctx, in, argv, stdin, stdout, stderr)
 }
 
 // ExecuteCommand is cfg.Exec, the instance's name and "--".

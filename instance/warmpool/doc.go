@@ -13,7 +13,10 @@
 //
 // The pool refills itself in the background, at most Config.Refill creations
 // at a time, whenever fewer than Config.Size unclaimed instances exist; it
-// replaces unclaimed instances older than Config.MaxAge. A claimed instance
+// replaces unclaimed instances older than Config.MaxAge. With Config.Background
+// the instances boot and wait at the lowest CPU weight, so that a refill
+// running beside the claimed instances' work takes only the CPU it leaves
+// idle; the claim restores the weight the Spec asks for. A claimed instance
 // belongs to its claimer, who deletes it when done. The holder recorded in a
 // claim is host, PID and process start time: GC deletes the claims of holders
 // on this host whose process is gone, and (with Config.ClaimTTL) claims from

@@ -37,6 +37,13 @@ const (
 	IDPrefix = "warmpool-"
 	// StateReady is LabelState's value on a claimable instance.
 	StateReady = "ready"
+
+	// KeyCPUAllowance is the Incus key Config.Background lowers while an
+	// instance waits in the pool, and BackgroundAllowance its value then:
+	// a percentage allowance is a CPU weight (cpu.weight 1 of the default
+	// 100 under cgroup v2), a share of contended CPU, not a cap.
+	KeyCPUAllowance     = "limits.cpu.allowance"
+	BackgroundAllowance = "1%"
 )
 
 // Defaults used when Config leaves a field zero.
@@ -97,6 +104,12 @@ type Config struct {
 	Interval time.Duration
 	// Logger receives what the pool does; discarded when nil.
 	Logger *slog.Logger
+	// Background makes the instances boot and wait at the lowest CPU
+	// weight (KeyCPUAllowance=BackgroundAllowance), so that refilling the
+	// pool takes only CPU the claimed instances and the host leave idle;
+	// a claim restores Spec's own value (or the profiles', when Spec has
+	// none) in the same update that claims the instance.
+	Background bool
 	// Manual turns the background upkeep off, for a process that does not
 	// stay (a command-line run): the caller calls Fill, GC and Close, and
 	// Claim returns ErrEmpty at once instead of waiting when no instance is
@@ -385,6 +398,12 @@ func (p *Pool) createOne(ctx context.Context) (string, error) {
 	// keys cannot be set at creation), so that the leftovers of a creator
 	// killed mid-creation can be told from creations under way.
 	spec.Description = strings.TrimSpace(spec.Description + " " + creatorTag + p.holder + "]")
+	if p.cfg.Background {
+		if spec.Config == nil {
+			spec.Config = map[string]string{}
+		}
+		spec.Config[KeyCPUAllowance] = BackgroundAllowance
+	}
 	in, err := p.cfg.Manager.Create(ctx, spec)
 	if err != nil {
 		return "", fmt.Errorf("warm pool %s: create: %w", p.cfg.Name, err)
@@ -455,6 +474,13 @@ func (p *Pool) tryClaim(ctx context.Context, name, holder string, ok func(map[st
 		}
 		c[LabelClaimed] = holder
 		c[LabelClaimedAt] = time.Now().UTC().Format(time.RFC3339)
+		// The claimer gets the CPU weight its spec asks for, whichever
+		// pool process made the instance and at what weight.
+		if v, ok := p.cfg.Spec.Config[KeyCPUAllowance]; ok {
+			c[KeyCPUAllowance] = v
+		} else {
+			delete(c, KeyCPUAllowance)
+		}
 		return true
 	})
 }

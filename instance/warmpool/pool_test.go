@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -383,4 +386,106 @@ type nopClient struct{ instance.Client }
 func (nopClient) GetEvents() (*incus.EventListener, error) { return nil, errors.New("no events") }
 func (nopClient) UpdateInstance(string, api.InstancePut, string) (incus.Operation, error) {
 	return nil, errors.New("no server")
+}
+
+// cpuShare reads the CPU share of the instance's own cgroup
+// (lxc.payload.NAME, above whatever its init made inside), through its
+// init's /proc entry, as a whole percentage of the default: cpu.weight/100 under
+// cgroup v2, cpu.shares/1024 where the cpu controller is still v1.
+func cpuShare(t *testing.T, c incus.InstanceServer, name string) float64 {
+	t.Helper()
+	st, _, err := c.GetInstanceState(name)
+	if err != nil {
+		t.Fatalf("state of %s: %v", name, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file string
+	var unit float64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[1] == "" && file == "" { // v2, unless v1 has the controller
+			file, unit = filepath.Join("/sys/fs/cgroup", payload(t, f[2]), "cpu.weight"), 100
+		}
+		if slices.Contains(strings.Split(f[1], ","), "cpu") {
+			file, unit = filepath.Join("/sys/fs/cgroup", f[1], payload(t, f[2]), "cpu.shares"), 1024
+			break
+		}
+	}
+	if file == "" {
+		t.Fatalf("%s: no cpu cgroup in %q", name, b)
+	}
+	w, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(string(w)), 64)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return math.Round(100 * v / unit) // cgroup v1 rounds 1% of 1024 down to 10
+}
+
+// payload cuts a cgroup path after its lxc.payload.* component.
+func payload(t *testing.T, path string) string {
+	parts := strings.Split(path, "/")
+	for len(parts) > 0 && !strings.HasPrefix(parts[len(parts)-1], "lxc.payload.") {
+		parts = parts[:len(parts)-1]
+	}
+	if len(parts) == 0 {
+		t.Fatalf("cgroup %s is not under lxc.payload.*", path)
+	}
+	return strings.Join(parts, "/")
+}
+
+// TestBackgroundSparesWaitAtLowestCPUWeight: a Background pool's spares
+// run at 1% of the default CPU share, and the claim gives the claimer the default weight
+// (the Spec sets none) or the Spec's own allowance.
+func TestBackgroundSparesWaitAtLowestCPUWeight(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, tc := range []struct {
+		name, specAllowance string
+		wantClaimed         float64 // percent of the default share
+	}{
+		{"profile default", "", 100},
+		{"spec allowance", "50%", 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			ctx := ctxFor(t, 3*time.Minute)
+			spec := instance.Spec{Image: incustest.BusyboxAlias, Ephemeral: true, Ready: busyboxReady}
+			if tc.specAllowance != "" {
+				spec.Config = map[string]string{warmpool.KeyCPUAllowance: tc.specAllowance}
+			}
+			p, err := warmpool.New(warmpool.Config{
+				Name: incustest.UniqueName("bg-"), Manager: e.m, Client: e.d.Client, Size: 1,
+				Interval: 300 * time.Millisecond, Spec: spec, Background: true,
+			})
+			is.NoErr(err)
+			defer p.Close(ctx)
+			waitReady(t, e, p, 1)
+			insts, err := e.d.Client.GetInstancesWithFilter(api.InstanceTypeAny, []string{"config." + instance.LabelID + "=" + p.ID()})
+			is.NoErr(err)
+			is.Equal(len(insts), 1)
+			is.Equal(insts[0].Config[warmpool.KeyCPUAllowance], warmpool.BackgroundAllowance)
+			is.Equal(cpuShare(t, e.d.Client, insts[0].Name), 1.0) // the spare waits at the lowest weight
+
+			in, err := p.Claim(ctx)
+			is.NoErr(err)
+			defer in.Delete(ctx)
+			is.Equal(in.Name(), insts[0].Name)
+			inst, _, err := e.d.Client.GetInstance(in.Name())
+			is.NoErr(err)
+			got, set := inst.Config[warmpool.KeyCPUAllowance]
+			is.Equal(set, tc.specAllowance != "")
+			is.Equal(got, tc.specAllowance)
+			is.Equal(cpuShare(t, e.d.Client, in.Name()), tc.wantClaimed) // applied live
+		})
+	}
 }
