@@ -56,6 +56,16 @@
 //	stats NAME                   resource usage as JSON
 //	virt-args --image A [--vm] [--profile P]
 //	    The arguments of autopkgtest-virt-incus for the image.
+//	virt-server [-d] [--vm] IMAGE [-- incus launch arguments]
+//	    The autopkgtest virtualisation server on stdin/stdout (also run as
+//	    autopkgtest-virt-incusexec), with autopkgtest-virt-incus's
+//	    arguments. Its execute command is the incusexec-virt-exec helper
+//	    when it sits beside the binary (make install puts it there), else
+//	    virt-exec --relay.
+//	virt-exec [--relay=SOCKET] NAME -- CMD...
+//	    Run CMD as root in the login environment in the instance: through
+//	    the virt server's relay with --relay, else on a connection of its
+//	    own. Exits with CMD's status (255 when it could not run it).
 //	gc [--older-than DUR] [--networks]
 //	    Delete the owner's instances (older than DUR); with --networks also
 //	    its bridges, profiles and ACLs when nothing else uses them.

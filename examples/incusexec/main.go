@@ -77,7 +77,7 @@ func init() {
 		{"virt-args", "--image A [--vm] [--profile P]", "print the autopkgtest-virt-incus arguments", cmdVirtArgs},
 		{"pool", "fill|run|drain --name N [--image A] [--profile P]... [--ready R] [--size K] [--no-cold] [-- CMD...]", "a warm pool kept on the server across runs: fill it, run a command in a claimed instance, drain it", cmdPool},
 		{"virt-server", "[-d] [--vm] IMAGE [-- INCUS-LAUNCH-ARGS] (also as autopkgtest-virt-incusexec)", "the autopkgtest virtualisation server (autopkgtest, sbuild --chroot-mode=autopkgtest)", cmdVirtServer},
-		{"virt-exec", "NAME -- CMD...", "the virt server's execute command: run CMD as root in the login environment", cmdVirtExec},
+		{"virt-exec", "[--relay=SOCKET] NAME -- CMD...", "the virt server's execute command: run CMD as root in the login environment (through the server's relay with --relay)", cmdVirtExec},
 		{"gc", "[--older-than DUR] [--networks]", "delete the owner's leftover instances (and its bridge and profile)", cmdGC},
 		{"demo", "[--backend incus|fake] [--debian] [--pool P]", "the whole library at work, then clean up", cmdDemo},
 		{"bench", "[--image TARBALL] [--pool P,...] [--runs N] [--concurrency C] [--quick]", "time incusexec against the incus CLI and the raw API; print each ratio and its target", cmdBench},

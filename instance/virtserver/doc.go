@@ -14,26 +14,37 @@
 // Incus is the Testbed on an Incus instance, made with an instance.Manager
 // (so that the owner label is on everything, and the owner's GC removes
 // what a killed server left): Open creates it and waits for systemd and the
-// network through instance.Ready, without a polling loop of its own;
-// Revert swaps in a spare already booted from the same image and profiles
-// (a warm pool the testbed keeps) and deletes the old instance, so that a
-// revert costs no boot and every file, package and process is back to a
-// fresh boot; Reboot restarts the instance and tells the new boot by the
-// host PID of its init, which does not depend on lxcfs; copies go through
-// the instance's file and tree transfer.
+// network through instance.Ready, without a polling loop of its own, then
+// boots a spare from the same image and profiles (a warm pool of its own,
+// at the lowest CPU weight, see warmpool.Config.Background); Revert swaps
+// the spare in, so that a revert costs no boot and every file, package and
+// process is back to a fresh boot, and leaves the replaced instance to be
+// deleted at the next revert or at Close, where its deletion does not run
+// beside the tests. With IncusConfig.Refill a new spare boots after each
+// revert; without (the reference binary's choice on two CPUs or fewer,
+// where a boot beside the tests slows them about as much as it saves),
+// later reverts boot their instance when asked. Reboot restarts the
+// instance and tells the new boot by the host PID of its init, which does
+// not depend on lxcfs; copies go through the instance's file and tree
+// transfer.
 //
-// The execute command (print-execute-command) is a program of the host's
-// (the reference binary's "virt-exec") that calls Execute: one command as
-// root under env -i with /etc/environment, the default locale and
+// The execute command (print-execute-command) runs Execute: one command
+// as root under env -i with /etc/environment, the default locale and
 // /etc/profile, stdin, stdout and stderr forwarded, the command's exit
 // status returned (255 becomes 253: autopkgtest keeps 254 and 255 for
 // failures of the execute command itself), and background processes still
 // holding its output pipes killed once it exits, so that they cannot hang
-// it. A stdin that is the null device should reach Execute as nil
-// (autopkgtest runs every testbed command so): a command with a stdin costs
-// a FIFO and a second exec that feeds it. The program must carry the
-// connection to the daemon in its arguments: sbuild runs it with a filtered
-// environment.
+// it. It goes through instance.Exec, whose recorded output is never lost.
+// The reference binary serves Incus.Execute on an execrelay.Relay in the
+// server process, so that a testbed command runs on the server's own
+// connection to the daemon and the execute command is a small static
+// program (incusexec-virt-exec) that hands its streams over and exits with
+// the status; a host may also name a program of its own that calls
+// Execute. Either way the program carries what it connects to in its
+// arguments: sbuild runs it with a filtered environment. A stdin that is
+// the null device reaches Execute as nil (autopkgtest runs every testbed
+// command so): a command with a stdin costs a FIFO and a second exec that
+// feeds it.
 //
 // ParseArgs takes autopkgtest-virt-incus's arguments unchanged
 // ([-d] [--vm] IMAGE [-- incus launch arguments]).

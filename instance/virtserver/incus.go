@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -410,11 +409,8 @@ func (t *Incus) CopyDown(ctx context.Context, host, tb string, dir bool) error {
 		return fmt.Errorf("%w: not open", ErrProtocol)
 	}
 	if dir {
-		if err := in.Mkdir(ctx, tb, executor.FileOptions{Mode: 0o755, MkdirAll: true}); err != nil && !errors.Is(err, fs.ErrExist) {
-			if _, serr := in.Stat(ctx, tb); serr != nil {
-				return err
-			}
-		}
+		// PushTree makes tb and its parents, and gives tb the host
+		// directory's mode, as tar -x of "." does for the stock server.
 		return in.PushTree(ctx, filepath.Clean(host), tb, instance.TreeOptions{})
 	}
 	f, err := os.Open(host)

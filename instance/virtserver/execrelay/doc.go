@@ -7,8 +7,9 @@
 // the relay's connection and writes straight into the caller's
 // descriptors, so the caller opens no connection and builds no client of
 // its own: it is a process start, a connect and a message. The package
-// imports nothing beyond the standard library, so that a caller built on
-// it alone starts in a millisecond or two.
+// imports nothing beyond the standard library and executor's error
+// vocabulary, so that a caller built on it (without cgo) starts in a few
+// milliseconds.
 //
 // A caller that goes away (killed, or ending its side of the connection
 // when its context ends, as Execute does on a signal) cancels its command

@@ -14,14 +14,17 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+
+	"github.com/incusexec/incusexec/executor"
 )
 
 var (
 	// ErrRelay: the caller could not reach the relay, or the relay broke
 	// off before the command's end.
 	ErrRelay = errors.New("execute relay")
-	// ErrInvalid: bad arguments (no RunFunc, no command).
-	ErrInvalid = errors.New("invalid argument")
+	// ErrInvalid: bad arguments (no RunFunc, no command); it is an
+	// executor.ErrInvalid.
+	ErrInvalid = executor.Sentinel("invalid argument", executor.ErrInvalid)
 )
 
 // StatusFailed is the status the relay answers when it cannot run a

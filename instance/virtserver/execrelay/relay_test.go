@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance/virtserver/execrelay"
 	"github.com/matryer/is"
 )
@@ -218,6 +219,7 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 	s := newStreams(t, "")
 	_, err = execrelay.Execute(context.Background(), r.Path(), "avs-1", nil, s.in, s.out, s.err)
 	is.True(errors.Is(err, execrelay.ErrInvalid))
+	is.True(errors.Is(err, executor.ErrInvalid)) // the one vocabulary
 	_, err = execrelay.Execute(context.Background(), r.Path(), "", []string{"true"}, s.in, s.out, s.err)
 	is.True(errors.Is(err, execrelay.ErrInvalid))
 
