@@ -150,7 +150,8 @@ func New(c Client, cfg Config) (*Manager, error) {
 // files of recorded execs: Exec returns once the output is delivered, and
 // removes the files behind it), at most 30 s, then releases the manager's
 // event listener. Instances are left alone; handles keep working, at the
-// cost of an event connection per operation.
+// cost of an event connection per operation. Call it once the calls made
+// through the manager have returned.
 func (m *Manager) Close() error {
 	if !m.waitCleanups(cleanupWait) {
 		m.log.Warn("cleanups still running after " + cleanupWait.String() + "; GC removes what they leave")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/incusexec/incusexec/executor"
@@ -76,8 +77,13 @@ func defaultSocket() string {
 // virtualisation server on stdin/stdout, with the arguments of
 // autopkgtest-virt-incus.
 func cmdVirtServer(ctx context.Context, a *app, args []string) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()
+	// A write to a closed pipe returns EPIPE instead: the server's own
+	// stdout (Serve then ends and cleans up) and the callers' streams the
+	// relay writes into (one reader going away must not stop the server;
+	// a SIGPIPE being watched would be delivered for any of them).
+	signal.Ignore(syscall.SIGPIPE)
 	args, err := a.takeConnectionFlags(args)
 	if err != nil {
 		return err
@@ -109,8 +115,13 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	// Testbed commands come back to this process through the relay, and
 	// run on its connection: the execute command only hands over its
 	// streams.
-	var tb *virtserver.Incus
+	var testbed atomic.Pointer[virtserver.Incus] // set once made, below
 	relay, err := execrelay.New(func(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+		tb := testbed.Load()
+		if tb == nil {
+			fmt.Fprintln(stderr, "autopkgtest-virt-incusexec: execute: no testbed yet")
+			return virtserver.ExitAuxFailed
+		}
 		return tb.Execute(ctx, name, argv, stdin, stdout, stderr)
 	}, a.log)
 	if err != nil {
@@ -122,7 +133,7 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 		execCmd = []string{helper, relay.Path()}
 	}
 	a.log.Debug("execute command", "argv", execCmd)
-	tb, err = virtserver.NewIncus(virtserver.IncusConfig{
+	tb, err := virtserver.NewIncus(virtserver.IncusConfig{
 		Manager: m, Client: c, Spec: va.Spec, Spares: -1, Exec: execCmd, Logger: a.log,
 		// A spare refilled beside the tests pays off only with CPUs to
 		// spare (see IncusConfig.Refill): not on a host of two.
@@ -131,6 +142,7 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	testbed.Store(tb)
 	s := &virtserver.Server{Testbed: tb, Name: virtServerName, Logger: a.log}
 	if err := s.Serve(ctx, a.stdin, a.stdout); err != nil {
 		if ctx.Err() != nil {

@@ -293,12 +293,7 @@ func TestAutopkgtestVirtServer(t *testing.T) {
 	is.True(strings.Count(string(helped), "/exec.sock\n") > 20)
 
 	// Nothing of the server's is left: testbed, replaced instances, spares.
-	m, err := instance.New(d.Client, instance.Config{Owner: owner})
-	is.NoErr(err)
-	defer m.Close()
-	left, err := m.List(ctx)
-	is.NoErr(err)
-	is.Equal(len(left), 0)
+	assertNothingLeft(ctx, t, d, owner)
 }
 
 // TestSbuildVirtServer builds a source package with the real sbuild in
@@ -348,12 +343,7 @@ func TestSbuildVirtServer(t *testing.T) {
 	is.NoErr(err)
 	is.True(strings.Contains(string(contents), "./usr/share/ietest/hello"))
 
-	m, err := instance.New(d.Client, instance.Config{Owner: owner})
-	is.NoErr(err)
-	defer m.Close()
-	left, err := m.List(ctx)
-	is.NoErr(err)
-	is.Equal(len(left), 0)
+	assertNothingLeft(ctx, t, d, owner)
 }
 
 // TestAutopkgtestStockReference runs the same suite (but the reboot test)
@@ -436,12 +426,7 @@ func TestVirtServerSignals(t *testing.T) {
 				io.WriteString(in, "print-execute-command\n")
 				line, err := r.ReadString('\n')
 				is.NoErr(err)
-				var argv []string
-				for _, a := range strings.Split(strings.TrimSpace(strings.TrimPrefix(line, "ok ")), ",") {
-					u, err := url.PathUnescape(a)
-					is.NoErr(err)
-					argv = append(argv, u)
-				}
+				argv := parseExecuteCommand(t, line)
 				is.True(slices.Contains(argv, "virt-exec"))
 				out, err := exec.Command(argv[0], append(argv[1:], "sh", "-c", "id -u; echo $PATH; exit 7")...).Output()
 				is.Equal(exitCode(err), 7)
@@ -569,15 +554,7 @@ func TestVirtServerRevertsTwice(t *testing.T) {
 		is.True(strings.HasPrefix(line, "ok")) // the server's reply
 		return strings.TrimSpace(strings.TrimPrefix(line, "ok"))
 	}
-	execCmd := func() []string {
-		var argv []string
-		for _, a := range strings.Split(ask("print-execute-command"), ",") {
-			u, err := url.PathUnescape(a)
-			is.NoErr(err)
-			argv = append(argv, u)
-		}
-		return argv
-	}
+	execCmd := func() []string { return parseExecuteCommand(t, ask("print-execute-command")) }
 	run := func(argv []string, script string) (string, int) {
 		b, err := exec.Command(argv[0], append(argv[1:], "sh", "-c", script)...).Output()
 		return string(b), exitCode(err)
@@ -605,10 +582,37 @@ func TestVirtServerRevertsTwice(t *testing.T) {
 	io.WriteString(in, "quit\n")
 	in.Close()
 	is.NoErr(cmd.Wait())
+	assertNothingLeft(ctx, t, d, owner)
+}
+
+// assertNothingLeft fails t when an instance of owner is left on d.
+func assertNothingLeft(ctx context.Context, t *testing.T, d *incustest.Daemon, owner string) {
+	t.Helper()
 	m, err := instance.New(d.Client, instance.Config{Owner: owner})
-	is.NoErr(err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer m.Close()
 	left, err := m.List(ctx)
-	is.NoErr(err)
-	is.Equal(len(left), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("left behind by the server: %v", left)
+	}
+}
+
+// parseExecuteCommand splits print-execute-command's reply (after "ok ")
+// into the execute command's argv.
+func parseExecuteCommand(t *testing.T, reply string) []string {
+	t.Helper()
+	var argv []string
+	for _, a := range strings.Split(strings.TrimSpace(strings.TrimPrefix(reply, "ok ")), ",") {
+		u, err := url.PathUnescape(a)
+		if err != nil {
+			t.Fatalf("print-execute-command %q: %v", reply, err)
+		}
+		argv = append(argv, u)
+	}
+	return argv
 }

@@ -184,12 +184,13 @@ func (t *Incus) Open(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("spare instances: %w", err)
 		}
-		t.filled = make(chan struct{})
+		filled := make(chan struct{})
+		t.filled = filled
 		fillCtx, cancel := context.WithCancel(context.Background())
 		t.stopFill = cancel
 		pool := t.pool
 		go func() {
-			defer close(t.filled)
+			defer close(filled)
 			if !t.cfg.Refill {
 				if err := pool.Fill(fillCtx); err != nil && fillCtx.Err() == nil {
 					t.log.Warn("spare instances", "err", err)
@@ -331,7 +332,11 @@ func (t *Incus) Close(ctx context.Context) error {
 	if pool := t.pool; pool != nil {
 		t.pool = nil
 		t.stopFill()
-		wg.Go(func() { poolErr = pool.Close(ctx) })
+		filled := t.filled
+		wg.Go(func() {
+			<-filled // the first fill ends (cancelled) before the pool closes
+			poolErr = pool.Close(ctx)
+		})
 	}
 	retErrs := make([]error, len(retired))
 	for i, r := range retired {

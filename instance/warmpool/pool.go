@@ -108,7 +108,8 @@ type Config struct {
 	// weight (KeyCPUAllowance=BackgroundAllowance), so that refilling the
 	// pool takes only CPU the claimed instances and the host leave idle;
 	// a claim restores Spec's own value (or the profiles', when Spec has
-	// none) in the same update that claims the instance.
+	// none) in the same update that claims the instance. Containers only:
+	// a VM's allowance is not a weight, and VMs are made as Spec says.
 	Background bool
 	// Manual turns the background upkeep off, for a process that does not
 	// stay (a command-line run): the caller calls Fill, GC and Close, and
@@ -398,7 +399,7 @@ func (p *Pool) createOne(ctx context.Context) (string, error) {
 	// keys cannot be set at creation), so that the leftovers of a creator
 	// killed mid-creation can be told from creations under way.
 	spec.Description = strings.TrimSpace(spec.Description + " " + creatorTag + p.holder + "]")
-	if p.cfg.Background {
+	if p.cfg.Background && !spec.VM { // a container key: Incus refuses it on a VM
 		if spec.Config == nil {
 			spec.Config = map[string]string{}
 		}

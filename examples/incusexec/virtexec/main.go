@@ -36,6 +36,7 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop) // a second signal kills at once
 	code, err := execrelay.Execute(ctx, args[0], args[1], args[3:], os.Stdin, os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "incusexec-virt-exec: %q in %s: %v\n", args[3:], args[1], err)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/incusexec/incusexec/executor"
 )
@@ -48,6 +49,10 @@ type relayRequest struct {
 // be a long script, never near this).
 const maxRelayRequest = 16 << 20
 
+// requestTimeout bounds how long a caller may take to send its request
+// once connected: a caller stopped half-way must not hold Close up.
+const requestTimeout = 30 * time.Second
+
 // Relay serves commands on a Unix socket (see the package documentation).
 type Relay struct {
 	run  RunFunc
@@ -59,6 +64,9 @@ type Relay struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	reading map[*net.UnixConn]bool // connections before their request is in: Close closes them
 }
 
 // New listens on a new socket in a new private directory under the
@@ -80,7 +88,7 @@ func New(run RunFunc, log *slog.Logger) (*Relay, error) {
 		return nil, fmt.Errorf("%w: %w", ErrRelay, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Relay{run: run, log: log, dir: dir, ln: ln, done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	r := &Relay{run: run, log: log, dir: dir, ln: ln, done: make(chan struct{}), ctx: ctx, cancel: cancel, reading: map[*net.UnixConn]bool{}}
 	go r.accept()
 	return r, nil
 }
@@ -88,12 +96,18 @@ func New(run RunFunc, log *slog.Logger) (*Relay, error) {
 // Path is the relay's socket, for the callers' arguments.
 func (r *Relay) Path() string { return filepath.Join(r.dir, "exec.sock") }
 
-// Close stops accepting, cancels the commands still running, waits for
-// them and removes the socket's directory.
+// Close stops accepting, drops the callers still sending their request,
+// cancels the commands still running (their callers get the status they
+// end with), waits for them and removes the socket's directory.
 func (r *Relay) Close() error {
 	err := r.ln.Close()
 	<-r.done
 	r.cancel()
+	r.mu.Lock()
+	for c := range r.reading {
+		c.Close()
+	}
+	r.mu.Unlock()
 	r.wg.Wait()
 	if rerr := os.RemoveAll(r.dir); err == nil {
 		err = rerr
@@ -104,16 +118,27 @@ func (r *Relay) Close() error {
 	return err
 }
 
+// accept serves connections until the listener is closed. Other accept
+// errors (out of descriptors, say) are waited out, as net/http does: the
+// socket stays open, so giving up would leave callers hanging.
 func (r *Relay) accept() {
 	defer close(r.done)
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := r.ln.AcceptUnix()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				r.log.Error("execute relay: accept", "err", err)
-			}
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if err != nil {
+			r.log.Error("execute relay: accept", "err", err, "retry in", backoff)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		r.mu.Lock()
+		r.reading[c] = true
+		r.mu.Unlock()
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -130,10 +155,14 @@ func (r *Relay) accept() {
 // connection before that cancels the command.
 func (r *Relay) serve(c *net.UnixConn) {
 	if err := checkPeer(c); err != nil {
+		r.doneReading(c)
 		r.log.Warn("execute relay: refused", "err", err)
 		return
 	}
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	req, files, err := readRelayRequest(c)
+	c.SetReadDeadline(time.Time{})
+	r.doneReading(c)
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -156,9 +185,10 @@ func (r *Relay) serve(c *net.UnixConn) {
 		c.Read(b[:])
 		cancel()
 	}()
-	var stdin io.Reader = files[0]
-	if IsDevNull(files[0]) {
-		stdin = nil
+	var stdin io.Reader
+	if !IsDevNull(files[0]) {
+		files[0] = pollable(files[0])
+		stdin = files[0]
 	}
 	code := r.run(ctx, req.Name, req.Argv, stdin, files[1], files[2])
 	for _, f := range files {
@@ -168,6 +198,33 @@ func (r *Relay) serve(c *net.UnixConn) {
 	if _, err := fmt.Fprintf(c, "%d\n", code); err != nil {
 		r.log.Debug("execute relay: caller gone before the status", "argv", req.Argv, "err", err)
 	}
+}
+
+// pollable reopens a pipe, FIFO or terminal as a new, non-blocking open
+// file of the same thing (through /proc/self/fd), so that closing it once
+// the command has ended stops a read still waiting on it: a stdin that
+// stays open would otherwise keep a goroutine of the relay reading it, and
+// taking input meant for the caller's later commands. Regular files end;
+// sockets cannot be reopened so; both are kept as they came, as is f
+// whenever the reopen fails.
+func pollable(f *os.File) *os.File {
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&(os.ModeNamedPipe|os.ModeCharDevice) == 0 {
+		return f
+	}
+	fd, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return f
+	}
+	f.Close()
+	return os.NewFile(uintptr(fd), "relayed stdin")
+}
+
+// doneReading takes c off the connections Close drops.
+func (r *Relay) doneReading(c *net.UnixConn) {
+	r.mu.Lock()
+	delete(r.reading, c)
+	r.mu.Unlock()
 }
 
 // checkPeer refuses a process of another user.

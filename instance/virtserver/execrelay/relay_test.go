@@ -248,3 +248,70 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 	_, err = execrelay.New(nil, nil)
 	is.True(errors.Is(err, execrelay.ErrInvalid))
 }
+
+// TestRelayCloseDropsStalledCallers: a caller that connects and sends
+// nothing does not hold Close up.
+func TestRelayCloseDropsStalledCallers(t *testing.T) {
+	is := is.New(t)
+	r, err := execrelay.New(func(context.Context, string, []string, io.Reader, io.Writer, io.Writer) int { return 0 }, nil)
+	is.NoErr(err)
+	c, err := net.Dial("unix", r.Path())
+	is.NoErr(err)
+	defer c.Close()
+	time.Sleep(100 * time.Millisecond) // accepted, reading its request
+	done := make(chan error)
+	go func() { done <- r.Close() }()
+	select {
+	case err := <-done:
+		is.NoErr(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for a caller that never sends its request")
+	}
+}
+
+// TestRelayStdinLeftOpenIsReleased: a stdin pipe the caller keeps open
+// (a terminal, a parent's pipe) is released once the command has ended: a
+// read the command left waiting on it ends, and later input stays for
+// whoever reads it next.
+func TestRelayStdinLeftOpenIsReleased(t *testing.T) {
+	is := is.New(t)
+	readDone := make(chan error, 1)
+	r, err := execrelay.New(func(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+		reading := make(chan struct{})
+		go func() { // a feeder still reading when the command ends
+			b := make([]byte, 1)
+			_, err := stdin.Read(b) // the byte written before
+			close(reading)
+			if err == nil {
+				_, err = io.Copy(io.Discard, stdin)
+			}
+			readDone <- err
+		}()
+		<-reading
+		time.Sleep(100 * time.Millisecond) // blocked in its next read
+		return 0
+	}, nil)
+	is.NoErr(err)
+	defer r.Close()
+	pr, pw, err := os.Pipe()
+	is.NoErr(err)
+	defer pr.Close()
+	defer pw.Close()
+	_, err = pw.Write([]byte("x"))
+	is.NoErr(err)
+	s := newStreams(t, "")
+	code, err := execrelay.Execute(context.Background(), r.Path(), "avs-1", []string{"cat"}, pr, s.out, s.err)
+	is.NoErr(err)
+	is.Equal(code, 0)
+	select {
+	case <-readDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the relay still reads the caller's stdin after the command")
+	}
+	_, err = pw.Write([]byte("for the next reader\n"))
+	is.NoErr(err)
+	b := make([]byte, 64)
+	n, err := pr.Read(b)
+	is.NoErr(err)
+	is.Equal(string(b[:n]), "for the next reader\n")
+}
