@@ -253,6 +253,10 @@ func (t *Incus) Capabilities() []string {
 	return caps
 }
 
+// claimWait bounds how long a revert waits for a spare of a refilling
+// pool (a boot takes seconds) before it creates the instance itself.
+const claimWait = 2 * time.Minute
+
 // Revert replaces the instance by a fresh one of the same spec, booted
 // and ready: a spare from the warm pool when there is one. The old one is
 // deleted at the next revert or at Close (see retire).
@@ -269,8 +273,17 @@ func (t *Incus) Revert(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		in, err = t.pool.Claim(ctx)
-		if errors.Is(err, warmpool.ErrEmpty) { // taken, not refilled
+		// A refilling pool's Claim waits for a spare as long as it is
+		// let: bounded, so that spares that cannot be made (the image
+		// gone, say) end in a creation of the testbed's own, whose error
+		// says why.
+		cctx, cancel := context.WithTimeout(ctx, claimWait)
+		in, err = t.pool.Claim(cctx)
+		cancel()
+		if errors.Is(err, warmpool.ErrEmpty) || err != nil && ctx.Err() == nil { // taken and not refilled, or none came
+			if !errors.Is(err, warmpool.ErrEmpty) {
+				t.log.Warn("no spare for the revert; creating the instance", "err", err)
+			}
 			in, err = t.cfg.Manager.Create(ctx, t.cfg.Spec)
 		}
 	} else {
