@@ -389,8 +389,9 @@ func TestAutopkgtestStockReference(t *testing.T) {
 
 // TestVirtServerSignals: SIGTERM makes the server delete what it made (and
 // remove its relay's socket); after SIGKILL, the owner's gc does. Before
-// the SIGTERM, its execute command runs a command through the relay, and
-// refuses an instance other than the testbed.
+// the SIGTERM, its execute command runs a command through the relay,
+// refuses an instance other than the testbed, and a broken output pipe
+// leaves the server serving.
 func TestVirtServerSignals(t *testing.T) {
 	d := incustest.Shared(t)
 	image := d.DebianImage(t) // no build tools needed
@@ -438,6 +439,24 @@ func TestVirtServerSignals(t *testing.T) {
 				c.Stderr = &errb
 				is.Equal(exitCode(c.Run()), 255)
 				is.True(strings.Contains(errb.String(), "avs-not-the-testbed is not the testbed (it is "+name+" now)"))
+
+				// A reader of a command's output going away (autopkgtest
+				// killing a timed-out command) breaks the pipe the server
+				// writes into; the server carries on.
+				argv[len(argv)-2] = name
+				c = exec.Command(argv[0], append(argv[1:], "seq", "1", "300000")...)
+				pipe, err := c.StdoutPipe()
+				is.NoErr(err)
+				is.NoErr(c.Start())
+				first, err := bufio.NewReader(pipe).ReadString('\n')
+				is.NoErr(err)
+				is.Equal(first, "1\n")
+				pipe.Close()
+				c.Wait() // its status is whatever the broken pipe made it
+				io.WriteString(in, "capabilities\n")
+				line, err = r.ReadString('\n')
+				is.NoErr(err)
+				is.True(strings.HasPrefix(line, "ok ")) // the server still answers
 			}
 			if sig == syscall.SIGKILL {
 				// Killed once the spare is made too (GC cannot delete an
