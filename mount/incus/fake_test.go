@@ -290,3 +290,25 @@ func TestStaleRecordIgnored(t *testing.T) {
 	is.Equal(ms[0].Holders[0].ID, h.Holder)
 	is.Equal(ms[0].Holders[0].Owner, "incusexec")
 }
+
+// TestForkfileGoneIsRetried: incusd's file helper exiting under a device's
+// stop fails the update with the instance put back as it was (seen once
+// against the real daemon); the release tries again and succeeds.
+func TestForkfileGoneIsRetried(t *testing.T) {
+	is := is.New(t)
+	s := newFakeServer("c1")
+	s.onUpdate = func(n int, put api.InstancePut) (<-chan struct{}, error) {
+		if n == 2 { // the release's first try
+			return nil, errors.New(`Failed to stop device "incusexec-mount-f3": read unix @->/proc/self/fd/32/forkfile.sock: read: connection reset by peer`)
+		}
+		return nil, nil
+	}
+	m, root := fakeManager(t, s)
+	ctx := context.Background()
+	h, err := m.Acquire(ctx, "c1", "a", root, executor.MountOptions{})
+	is.NoErr(err)
+	is.NoErr(m.Release(ctx, h))
+	is.Equal(s.updateCount(), 3) // attach; detach refused; detach again
+	devices, _ := s.state("c1")
+	is.Equal(len(devices), 0)
+}

@@ -324,8 +324,10 @@ func (m *Manager) apply(instance string, batch []*change) []error {
 			return results
 		}
 		// 412: the ETag is stale; 404 on update: gone since the read (the
-		// next read says so).
-		if api.StatusErrorCheck(err, http.StatusPreconditionFailed, http.StatusNotFound) && attempt < maxAttempts && ctx.Err() == nil {
+		// next read says so); incusd's file helper going away under a
+		// device's start or stop (it exits when idle), after which incusd
+		// has put the instance back as it was.
+		if (api.StatusErrorCheck(err, http.StatusPreconditionFailed, http.StatusNotFound) || forkfileGone(err)) && attempt < maxAttempts && ctx.Err() == nil {
 			backoff := min(time.Duration(1<<min(attempt, 8))*2*time.Millisecond, 250*time.Millisecond)
 			time.Sleep(backoff/2 + rand.N(backoff))
 			continue
@@ -345,6 +347,15 @@ func (m *Manager) apply(instance string, batch []*change) []error {
 		}
 		return results
 	}
+}
+
+// forkfileGone reports incusd's per-instance file helper (forkfile)
+// exiting while a device update talked to it ("read unix
+// @->/proc/self/fd/N/forkfile.sock: read: connection reset by peer", seen
+// once in the SIGKILL test's release): nothing changed, and the same
+// update succeeds again.
+func forkfileGone(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "forkfile.sock")
 }
 
 // changeError describes why the server refused c. Incus checks a disk's
