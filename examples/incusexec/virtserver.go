@@ -204,7 +204,7 @@ func (a *app) connectionArgs() []string {
 // cmdVirtExec is the execute command print-execute-command names: it runs
 // one command in the instance as root in the login environment and exits
 // with its status (255 when it could not). With --relay=SOCKET the virt
-// server runs it on its own connection (virtserver.Relay) and this process
+// server runs it on its own connection (execrelay.Relay) and this process
 // only hands over its streams; without, it connects to the daemon itself.
 func cmdVirtExec(ctx context.Context, a *app, args []string) error {
 	relay := ""
