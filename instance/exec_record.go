@@ -71,7 +71,14 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	// The files go once the output is delivered, behind the caller's
 	// back: a removal costs two requests the caller need not wait for
 	// (Manager.Close waits; GC collects what a killed process left).
-	defer in.m.later(func() { rec.remove(in) })
+	// Small output of a command that ended may stay with the instance
+	// (Config.KeepExecOutputUpTo).
+	keep := false
+	defer func() {
+		if !keep {
+			in.m.later(func() { rec.remove(in) })
+		}
+	}()
 	w, stopWaiting := srv.awaitOp(id)
 	defer stopWaiting()
 
@@ -86,8 +93,13 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 			return -1, fmt.Errorf("%w: instance %s: exec %s: output: %w", ErrExec, in.name, name, err)
 		}
 	}
-	return in.recordedResult(name, rec, w.res, stopErr)
+	code, err := in.recordedResult(name, rec, w.res, stopErr)
+	keep = err == nil && in.m.cfg.KeepExecOutputUpTo > 0 && rec.size() <= in.m.cfg.KeepExecOutputUpTo
+	return code, err
 }
+
+// size is how many bytes the two files held, as read.
+func (rec *recording) size() int64 { return rec.stdout.off + rec.stderr.off }
 
 // recordedRequest turns req into the recorded exec of its command: the
 // command runs under the wrapper, which writes its pid line and, when the

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -322,4 +325,48 @@ func TestGCSweepsDeadExecOutput(t *testing.T) {
 	files = recordedFiles(t, d, in.Name())
 	slices.Sort(files)
 	is.Equal(files, []string{prefix + running + ".stderr", prefix + running + ".stdout"}) // the dead exec's files are gone, the running one's kept
+}
+
+// TestExecKeepsSmallOutputUntilDeletion: with KeepExecOutputUpTo, the
+// files of a command that ended with little output stay (no requests
+// spent on them) and go with the instance; larger output, and that of a
+// command stopped by its timeout, is deleted as usual.
+func TestExecKeepsSmallOutputUntilDeletion(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{KillGrace: 500 * time.Millisecond, KeepExecOutputUpTo: 100})
+	in, err := m.Create(ctxFor(t, 2*time.Minute), instance.Spec{Image: incustest.BusyboxAlias})
+	is.NoErr(err)
+	ctx := ctxFor(t, time.Minute)
+	run := func(cmd executor.Cmd) (string, error) {
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, io.Discard
+		_, err := in.Exec(ctx, cmd)
+		instance.WaitCleanups(m)
+		return out.String(), err
+	}
+	out, err := run(executor.Cmd{Args: []string{"sh", "-c", "echo small; exit 3"}})
+	is.NoErr(err)
+	is.Equal(out, "small\n")
+	kept := recordedFiles(t, d, in.Name())
+	slices.Sort(kept)
+	is.Equal(len(kept), 2) // its stdout and stderr
+
+	out, err = run(executor.Cmd{Args: []string{"seq", "1", "100"}}) // 292 bytes
+	is.NoErr(err)
+	is.Equal(len(out), 292)
+	_, err = run(executor.Cmd{Args: []string{"sh", "-c", "echo x; exec sleep 60"}, Timeout: 300 * time.Millisecond})
+	is.True(errors.Is(err, instance.ErrTimeout))
+	left := recordedFiles(t, d, in.Name())
+	slices.Sort(left)
+	is.Equal(left, kept) // only the small output stayed
+
+	// The server keeps them in the instance's own directory.
+	dir := filepath.Join(d.Dir, "containers", in.Name(), "exec-output")
+	files, err := os.ReadDir(dir)
+	is.NoErr(err)
+	is.Equal(len(files), 2)
+	is.NoErr(in.Delete(ctx))
+	_, err = os.Stat(dir)
+	is.True(errors.Is(err, fs.ErrNotExist)) // gone with the instance
 }

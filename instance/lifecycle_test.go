@@ -97,7 +97,7 @@ func TestCreateBadInput(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(names), 0) // nothing half-done left
 
-	for _, cfg := range []instance.Config{{}, {Owner: "has space"}, {Owner: "o", Prefix: "_"}, {Owner: "o", StopGrace: -time.Second}} {
+	for _, cfg := range []instance.Config{{}, {Owner: "has space"}, {Owner: "o", Prefix: "_"}, {Owner: "o", StopGrace: -time.Second}, {Owner: "o", KeepExecOutputUpTo: -1}} {
 		_, err := instance.New(d.Client, cfg)
 		is.True(errors.Is(err, instance.ErrInvalid))
 	}

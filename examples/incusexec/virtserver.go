@@ -103,7 +103,11 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := instance.New(c, instance.Config{Owner: cfg.Owner, Prefix: "avs-", StopGrace: cfg.StopGrace, Logger: a.log})
+	m, err := instance.New(c, instance.Config{Owner: cfg.Owner, Prefix: "avs-", StopGrace: cfg.StopGrace, Logger: a.log,
+		// The testbed lives until the next revert or close and runs many
+		// short commands: their output stays with it (deleted with it)
+		// rather than costing two requests each.
+		KeepExecOutputUpTo: keepTestbedOutput})
 	if err != nil {
 		return err
 	}
@@ -160,6 +164,11 @@ const execHelperName = "incusexec-virt-exec"
 // findExecHelper looks for the execute helper beside the program as it was
 // run (the autopkgtest-virt-incusexec found on PATH) and beside the binary
 // itself; "" when there is none.
+// keepTestbedOutput bounds the recorded output of one testbed command
+// left with the testbed (instance.Config.KeepExecOutputUpTo): a build's
+// log goes at once.
+const keepTestbedOutput = 1 << 20
+
 func findExecHelper(self string) string {
 	var dirs []string
 	if p, err := exec.LookPath(os.Args[0]); err == nil {

@@ -315,7 +315,9 @@ func TestSbuildVirtServer(t *testing.T) {
 	if b, err := src.CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-source -b: %v\n%s", err, b)
 	}
-	server := filepath.Join(serverOnPath(t), virtServerName)
+	bin := serverOnPath(t)
+	withExecHelper(t, bin) // as make install leaves it
+	server := filepath.Join(bin, virtServerName)
 	out := filepath.Join(work, "out")
 	is.NoErr(os.Mkdir(out, 0o755))
 
@@ -394,7 +396,7 @@ func TestAutopkgtestStockReference(t *testing.T) {
 // leaves the server serving.
 func TestVirtServerSignals(t *testing.T) {
 	d := incustest.Shared(t)
-	image := d.DebianImage(t) // no build tools needed
+	image := d.DebianBuildImage(t) // the one image this package imports
 	profile := d.DebianProfile(t)
 	server := filepath.Join(serverOnPath(t), virtServerName)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
@@ -551,7 +553,7 @@ func TestVirtServerRevertsTwice(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	d := incustest.Shared(t)
-	image := d.DebianImage(t)
+	image := d.DebianBuildImage(t)
 	profile := d.DebianProfile(t)
 	server := filepath.Join(serverOnPath(t), virtServerName)
 	owner := incustest.UniqueName("avs")

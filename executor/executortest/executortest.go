@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +36,27 @@ type Options struct {
 	Timeout time.Duration
 	// Serial runs the checks one after the other instead of in parallel.
 	Serial bool
+	// Only, when not empty, names the checks to run (see Checks); the
+	// others are left out. For a second image of a backend the whole
+	// suite has already passed on: the checks whose outcome depends on
+	// the image (Image, Lifecycle, Ephemeral, Environment, Users) are
+	// what a new image can change.
+	Only []string
+}
+
+// selected returns the checks opts.Only names (all when empty), in the
+// suite's order, or an error naming one that is not a check.
+func (o Options) selected() ([]Check, error) {
+	all := Checks()
+	if len(o.Only) == 0 {
+		return all, nil
+	}
+	for _, name := range o.Only {
+		if !slices.ContainsFunc(all, func(c Check) bool { return c.Name == name }) {
+			return nil, fmt.Errorf("executortest: Options.Only: no check named %q", name)
+		}
+	}
+	return slices.DeleteFunc(all, func(c Check) bool { return !slices.Contains(o.Only, c.Name) }), nil
 }
 
 func (o Options) withDefaults() Options {
@@ -101,12 +123,16 @@ func check(name string, fn func(c *checker), serial bool) Check {
 	}}
 }
 
-// Test runs every check against ex, one after the other, and returns their
+// Test runs every check (those opts.Only names) against ex, one after the other, and returns their
 // failures, each prefixed with the check's name.
 func Test(ctx context.Context, ex executor.Executor, opts Options) error {
 	opts = opts.withDefaults()
+	checks, err := opts.selected()
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, c := range Checks() {
+	for _, c := range checks {
 		cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 		if err := c.Run(cctx, ex, opts); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", c.Name, err))
@@ -116,13 +142,18 @@ func Test(ctx context.Context, ex executor.Executor, opts Options) error {
 	return errors.Join(errs...)
 }
 
-// Run runs every check as a subtest, each against an executor from
-// newExecutor (called in the subtest, so it may use t.Cleanup). The Image
-// check runs first, alone; the others in parallel unless opts.Serial.
+// Run runs every check (those opts.Only names) as a subtest, each
+// against an executor from newExecutor (called in the subtest, so it may
+// use t.Cleanup). The Image check runs first, alone; the others in
+// parallel unless opts.Serial.
 func Run(t *testing.T, newExecutor func(t *testing.T) executor.Executor, opts Options) {
 	t.Helper()
 	opts = opts.withDefaults()
-	for _, c := range Checks() {
+	checks, err := opts.selected()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checks {
 		t.Run(c.Name, func(t *testing.T) {
 			if !c.serial && !opts.Serial {
 				t.Parallel()

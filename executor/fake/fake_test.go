@@ -161,6 +161,21 @@ func TestUnbrokenWrapperPasses(t *testing.T) {
 	}
 }
 
+func TestSuiteRunsOnlyTheNamedChecks(t *testing.T) {
+	is := is.New(t)
+	// A defect only Mounts sees: left out, the suite passes; named, it
+	// fails, in Mounts alone.
+	ex := &brokenExecutor{Executor: fake.New(), defect: "unmount ignores the count"}
+	is.NoErr(executortest.Test(t.Context(), ex, executortest.Options{Only: []string{"Names", "Files"}}))
+	err := executortest.Test(t.Context(), ex, executortest.Options{Only: []string{"Mounts", "Names"}})
+	is.True(err != nil)
+	is.True(strings.HasPrefix(err.Error(), "Mounts: "))
+
+	err = executortest.Test(t.Context(), ex, executortest.Options{Only: []string{"Names", "Mount"}})
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), `"Mount"`)) // the name at fault
+}
+
 func TestFailOnNthCall(t *testing.T) {
 	is := is.New(t)
 	ctx := t.Context()

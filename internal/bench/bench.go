@@ -45,6 +45,9 @@ type Config struct {
 	// dir pool and, where the daemon supports it, a btrfs pool on a loop
 	// file, and deletes them at the end.
 	Pools []string
+	// Drivers, when Pools is empty, limits the pools Run creates to these
+	// drivers (dir, btrfs); empty means both (btrfs where supported).
+	Drivers []string
 	// Runs is the number of runs per side (3 when zero; 1 with Quick).
 	Runs int
 	// Concurrency bounds the parallel tasks of the throughput measurement
@@ -106,6 +109,11 @@ func Run(ctx context.Context, cfg Config) (tab *Table, err error) {
 	}
 	if _, err := os.Stat(cfg.Tarball); err != nil {
 		return nil, fmt.Errorf("bench: Debian tarball: %w", err)
+	}
+	for _, d := range cfg.Drivers {
+		if d != "dir" && d != "btrfs" {
+			return nil, fmt.Errorf("bench: driver %q: want dir or btrfs", d)
+		}
 	}
 	if _, err := exec.LookPath("incus"); err != nil {
 		return nil, fmt.Errorf("bench: the incus command is needed as the reference: %w", err)
@@ -219,6 +227,9 @@ func (r *runner) setup(ctx context.Context) ([]poolInfo, error) {
 					}
 				}
 			}
+		}
+		if len(r.cfg.Drivers) > 0 {
+			drivers = slices.DeleteFunc(drivers, func(d string) bool { return !slices.Contains(r.cfg.Drivers, d) })
 		}
 		for _, drv := range drivers {
 			name := r.tag + "-" + drv
