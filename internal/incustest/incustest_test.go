@@ -18,8 +18,7 @@ func TestMain(m *testing.M) { incustest.Main(m) }
 
 // TestDaemonRunsBusybox starts a private daemon on each pool driver, launches
 // the busybox image, runs a command, waits for a DHCP lease on the bridge and
-// stops the instance gracefully; then stops the daemon with another
-// instance running and checks that nothing is left.
+// stops the instance gracefully; Cleanup then checks that nothing is left.
 func TestDaemonRunsBusybox(t *testing.T) {
 	for _, driver := range []string{"dir", "btrfs"} {
 		t.Run(driver, func(t *testing.T) {
@@ -54,17 +53,6 @@ func TestDaemonRunsBusybox(t *testing.T) {
 			st, _, err := d.Client.GetInstanceState(name)
 			is.NoErr(err)
 			is.Equal(st.StatusCode, api.Stopped)
-
-			// Stop with an instance running: the directory goes only when
-			// no process, mount, loop device or bridge is left.
-			op, err = d.Client.CreateInstance(api.InstancesPost{
-				Name: "left", Source: api.InstanceSource{Type: "image", Alias: incustest.BusyboxAlias}, Start: true,
-			})
-			is.NoErr(err)
-			is.NoErr(op.WaitContext(ctx))
-			is.NoErr(d.Stop(ctx))
-			_, err = os.Stat(d.Dir)
-			is.True(os.IsNotExist(err))
 		})
 	}
 }
@@ -78,6 +66,28 @@ func TestSharedDaemonIsReused(t *testing.T) {
 	_, err := os.Stat(a.Socket)
 	is.NoErr(err)
 	is.True(a.Network != "")
+}
+
+// TestDaemonStopRemovesEverything stops a daemon holding an instance and
+// checks the directory is gone, which Stop does only when no process, mount,
+// loop device or bridge of the daemon is left.
+func TestDaemonStopRemovesEverything(t *testing.T) {
+	is := is.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d, err := incustest.Start(ctx, incustest.Options{Pool: "dir"})
+	if err != nil {
+		incustest.SkipOrFail(t, err)
+	}
+	d.BusyboxImage(t)
+	op, err := d.Client.CreateInstance(api.InstancesPost{
+		Name: "left", Source: api.InstanceSource{Type: "image", Alias: incustest.BusyboxAlias}, Start: true,
+	})
+	is.NoErr(err)
+	is.NoErr(op.WaitContext(ctx))
+	is.NoErr(d.Stop(ctx))
+	_, err = os.Stat(d.Dir)
+	is.True(os.IsNotExist(err))
 }
 
 func execIn(ctx context.Context, c incus.InstanceServer, name string, argv []string, stdout *bytes.Buffer) error {

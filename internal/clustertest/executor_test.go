@@ -1,4 +1,4 @@
-package incus_test
+package clustertest_test
 
 import (
 	"context"

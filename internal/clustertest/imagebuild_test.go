@@ -1,10 +1,11 @@
-package imagebuild_test
+package clustertest_test
 
 import (
 	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/imagebuild"
+	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/internal/testimage"
 	"github.com/lxc/incus/v6/shared/api"
@@ -148,10 +151,20 @@ func launchOn(ctx context.Context, c *incustest.Cluster, member, alias string) (
 	if inst.Location != member {
 		return errors.New(name + " runs on " + inst.Location + ", not " + member)
 	}
-	out, err := run(ctx, c.Client, name, "cat", "/etc/hostname")
+	m, err := instance.New(c.Client, instance.Config{Owner: "clustertest"})
 	if err != nil {
 		return err
 	}
+	defer m.Close()
+	var stdout strings.Builder
+	code, err := m.Instance(name).Exec(ctx, executor.Cmd{Args: []string{"cat", "/etc/hostname"}, Stdout: &stdout})
+	if err == nil && code != 0 {
+		err = fmt.Errorf("cat /etc/hostname exited %d", code)
+	}
+	if err != nil {
+		return err
+	}
+	out := stdout.String()
 	if strings.TrimSpace(out) != name {
 		return errors.New(name + " on " + member + ": /etc/hostname says " + out)
 	}

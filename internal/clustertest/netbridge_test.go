@@ -1,4 +1,4 @@
-package netbridge_test
+package clustertest_test
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func TestClusterEnsureAndCleanup(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m := netbridge.New(c.Client, netbridge.Options{Logger: log})
-	prefix := uniquePrefix()
+	prefix := incustest.UniqueName("nb") // "nb" + 8 hex = 10 bytes
 	cleaned := false
 	t.Cleanup(func() {
 		if !cleaned {
