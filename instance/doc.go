@@ -47,7 +47,8 @@
 // pipe, no poll), Exec copies them to the writers as they grow, by HTTP
 // Range requests (after 0.1 s, then at most every second), reads them to
 // their end once the command has exited, and deletes them in every
-// outcome; GC removes files that a host killed mid-exec left on the
+// outcome (Config.KeepExecOutputUpTo leaves small ones to go with the
+// instance); GC removes files that a host killed mid-exec left on the
 // instances it keeps. Every byte reaches the writers, in order per stream.
 // A recorded command runs under /bin/sh, which writes its pid and execs
 // the command (signals go to that pid through a second exec); an instance

@@ -583,11 +583,12 @@ func (m *Manager) updateNetwork(ctx context.Context, name string, put api.Networ
 
 // transientTries bounds the attempts at a network create, update or delete
 // that fails on a vanished link (isVanishedLink). With pause's steps that is
-// about 15 s: on a host where containers come and go by the dozen (parallel
-// test packages, a loaded worker) five quick tries were seen to fail in a
-// row. Other server errors get otherServerErrorTries.
+// about a minute: on a host where containers come and go by the dozen
+// (parallel test packages, a loaded worker) five quick tries were seen to
+// fail in a row, and 15 s of tries while fifty containers were launched
+// and deleted beside them. Other server errors get otherServerErrorTries.
 const (
-	transientTries        = 20
+	transientTries        = 60
 	otherServerErrorTries = 5
 )
 

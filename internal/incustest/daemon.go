@@ -457,11 +457,12 @@ func deleteNetwork(ctx context.Context, c incus.InstanceServer, name string) err
 
 // linkRaceTries and linkRacePause bound the retries of a bridge creation or
 // deletion that incusd fails because a link elsewhere on the host vanished
-// while it listed them: about 10 s, which outlasts the churn of two test
+// while it listed them: about 30 s, which outlasts the churn of two test
 // packages launching and deleting containers side by side on a loaded host
-// (six tries 300 ms apart were seen to fail in a row).
+// (six tries 300 ms apart were seen to fail in a row, and 10 s of tries
+// while another package launched and deleted fifty containers).
 const (
-	linkRaceTries = 20
+	linkRaceTries = 60
 	linkRacePause = 500 * time.Millisecond
 )
 
