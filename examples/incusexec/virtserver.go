@@ -161,14 +161,14 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 // install puts beside the binary.
 const execHelperName = "incusexec-virt-exec"
 
-// findExecHelper looks for the execute helper beside the program as it was
-// run (the autopkgtest-virt-incusexec found on PATH) and beside the binary
-// itself; "" when there is none.
 // keepTestbedOutput bounds the recorded output of one testbed command
 // left with the testbed (instance.Config.KeepExecOutputUpTo): a build's
 // log goes at once.
 const keepTestbedOutput = 1 << 20
 
+// findExecHelper looks for the execute helper beside the program as it was
+// run (the autopkgtest-virt-incusexec found on PATH) and beside the binary
+// itself; "" when there is none.
 func findExecHelper(self string) string {
 	var dirs []string
 	if p, err := exec.LookPath(os.Args[0]); err == nil {

@@ -123,8 +123,9 @@ func check(name string, fn func(c *checker), serial bool) Check {
 	}}
 }
 
-// Test runs every check (those opts.Only names) against ex, one after the other, and returns their
-// failures, each prefixed with the check's name.
+// Test runs every check (those opts.Only names) against ex, one after
+// the other, and returns their failures, each prefixed with the check's
+// name.
 func Test(ctx context.Context, ex executor.Executor, opts Options) error {
 	opts = opts.withDefaults()
 	checks, err := opts.selected()

@@ -230,6 +230,9 @@ func (r *runner) setup(ctx context.Context) ([]poolInfo, error) {
 		}
 		if len(r.cfg.Drivers) > 0 {
 			drivers = slices.DeleteFunc(drivers, func(d string) bool { return !slices.Contains(r.cfg.Drivers, d) })
+			if len(drivers) == 0 {
+				return nil, fmt.Errorf("bench: no pool of driver %v can be made here (btrfs needs the daemon's support and mkfs.btrfs)", r.cfg.Drivers)
+			}
 		}
 		for _, drv := range drivers {
 			name := r.tag + "-" + drv

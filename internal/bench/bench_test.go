@@ -67,6 +67,8 @@ func TestQuickRunIsCompleteAndLeavesNothing(t *testing.T) {
 	before := inventory(t, d.Client)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	_, err := bench.Run(ctx, bench.Config{Client: d.Client, Tarball: tarball, Drivers: []string{"zfs"}})
+	is.True(err != nil && strings.Contains(err.Error(), `"zfs"`)) // refused, naming it
 	var progress bytes.Buffer
 	tab, err := bench.Run(ctx, bench.Config{Client: d.Client, CLIEnv: []string{"INCUS_DIR=" + d.Dir},
 		Tarball: tarball, Quick: true, Drivers: []string{d.PoolDriver}, Concurrency: 3, Progress: &progress, TmpDir: t.TempDir()})
