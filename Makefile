@@ -45,13 +45,8 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## test: unit tests, the fakes' and the real daemon's integration tests, with -race
-# The longest packages go first (go test starts packages in the order given,
-# TESTP at a time): in ./...'s alphabetical order one of them ran last, alone.
-TESTFIRST = ./examples/incusexec ./internal/reliability ./instance ./internal/clustertest ./executor/incus \
-	./internal/incustest ./internal/bench ./instance/warmpool ./mount/incus ./imagebuild ./netbridge
 test: deps vet fmt-check
-	$(GO) test $(GOFLAGS) -race -count=1 -p $(TESTP) -timeout $(TESTTIMEOUT) \
-	  $(TESTFIRST) $$($(GO) list ./... | sed 's|^github.com/incusexec/incusexec|.|; s|^\.$$|./|' | grep -vxF $(foreach p,$(TESTFIRST),-e $(p)))
+	$(GO) test $(GOFLAGS) -race -count=1 -p $(TESTP) -timeout $(TESTTIMEOUT) ./...
 
 ## unit: tests that need no daemon
 unit:

@@ -67,9 +67,11 @@ func TestSetupRestoresSubnetAndMakesCopyOnWritePool(t *testing.T) {
 		put.Config["ipv4.address"] = other
 		err = d.Client.UpdateNetwork(network, put, etag)
 		// incusd fails a bridge update when another daemon's veth vanishes
-		// meanwhile (README, Known issues): try again, as an operator would.
-		if err != nil && attempt < 5 && strings.Contains(err.Error(), "does not exist") {
-			time.Sleep(200 * time.Millisecond)
+		// meanwhile (README, Known issues): try again, as an operator would,
+		// for as long as netbridge does (five tries in a second fell short
+		// while another package launched fifty containers).
+		if err != nil && attempt < 60 && strings.Contains(err.Error(), "does not exist") {
+			time.Sleep(500 * time.Millisecond)
 			continue
 		}
 		is.NoErr(err)
