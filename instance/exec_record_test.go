@@ -114,11 +114,20 @@ func TestExecFollowsRecordedOutput(t *testing.T) {
 	in := launch(t, m, instance.Spec{})
 	seen := make(chan struct{})
 	w := &notifyWriter{on: "started\n", seen: seen}
+	// The touch is an Exec of its own, which may still be reading its
+	// (empty) output when the loop below has seen the file and ended: the
+	// test waits for it rather than cancel it on its way out.
+	touched := make(chan error, 1)
 	go func() {
 		select {
 		case <-seen:
-			run(t, in, "touch", "/tmp/go-on")
+			code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{Args: []string{"touch", "/tmp/go-on"}})
+			if err == nil && code != 0 {
+				err = fmt.Errorf("touch exited %d", code)
+			}
+			touched <- err
 		case <-time.After(50 * time.Second):
+			touched <- errors.New("the command's first line was not followed within 50 s")
 		}
 	}()
 	code, err := in.Exec(ctxFor(t, time.Minute), executor.Cmd{
@@ -126,6 +135,7 @@ func TestExecFollowsRecordedOutput(t *testing.T) {
 		Stdout:  w,
 		Timeout: 55 * time.Second,
 	})
+	is.NoErr(<-touched)
 	is.NoErr(err)
 	is.Equal(code, 0)
 	is.Equal(w.buf.String(), "started\ndone\n")
