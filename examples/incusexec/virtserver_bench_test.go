@@ -150,6 +150,7 @@ Restrictions: needs-root
 
 type benchResult struct {
 	total   time.Duration
+	busy    float64 // share of the machine's CPU time spent busy during the run
 	cmds    map[string][]float64
 	execute []float64 // seconds per execute-command run of `true`
 }
@@ -195,28 +196,36 @@ func median(xs []float64) float64 {
 
 // busyCPU is the share of CPU time the machine spent busy over d.
 func busyCPU(d time.Duration) float64 {
-	read := func() (busy, all float64) {
-		b, err := os.ReadFile("/proc/stat")
-		if err != nil {
-			return 0, 0
-		}
-		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
-		for i, x := range f[1:] {
-			v, _ := strconv.ParseFloat(x, 64)
-			all += v
-			if i != 3 && i != 4 { // idle, iowait
-				busy += v
-			}
-		}
-		return busy, all
-	}
-	b0, a0 := read()
+	b0, a0 := cpuTimes()
 	time.Sleep(d)
-	b1, a1 := read()
+	return busySince(b0, a0)
+}
+
+// busySince is the share of CPU time the machine spent busy since
+// cpuTimes returned b0 and a0.
+func busySince(b0, a0 float64) float64 {
+	b1, a1 := cpuTimes()
 	if a1 <= a0 {
 		return 0
 	}
 	return (b1 - b0) / (a1 - a0)
+}
+
+// cpuTimes reads the machine's busy and total CPU time from /proc/stat.
+func cpuTimes() (busy, all float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	for i, x := range f[1:] {
+		v, _ := strconv.ParseFloat(x, 64)
+		all += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, all
 }
 
 // settle waits (up to a minute) until the machine is quiet: the previous
@@ -249,13 +258,15 @@ func runBenchAutopkgtest(t *testing.T, env []string, shim string, server []strin
 	cmd := exec.Command("autopkgtest", args...)
 	cmd.Env = append(append(os.Environ(), env...), envTimings+"="+timings)
 	start := time.Now()
+	b0, a0 := cpuTimes()
 	b, err := cmd.CombinedOutput()
 	total := time.Since(start)
+	busy := busySince(b0, a0)
 	if err != nil {
 		t.Logf("autopkgtest: %v\n%s", err, b)
 	}
 	is.NoErr(err) // every bench test passes on both servers
-	r := benchResult{total: total, cmds: map[string][]float64{}}
+	r := benchResult{total: total, busy: busy, cmds: map[string][]float64{}}
 	if shim == "" {
 		return r
 	}
@@ -362,10 +373,12 @@ func TestBenchVirtServer(t *testing.T) {
 	// through the shim and the timer, whose own processes (one per testbed
 	// command) would otherwise weigh on both totals alike.
 	const plainRuns = 3
-	var ts, to []float64
+	var ts, to, bs, bo []float64
 	for range plainRuns {
-		ts = append(ts, runBenchAutopkgtest(t, stockEnv, "", stock).total.Seconds())
-		to = append(to, runBenchAutopkgtest(t, nil, "", ours).total.Seconds())
+		r := runBenchAutopkgtest(t, stockEnv, "", stock)
+		ts, bs = append(ts, r.total.Seconds()), append(bs, r.busy)
+		r = runBenchAutopkgtest(t, nil, "", ours)
+		to, bo = append(to, r.total.Seconds()), append(bo, r.busy)
 	}
 	rs := runBenchAutopkgtest(t, stockEnv, shim, stock)
 	ro := runBenchAutopkgtest(t, nil, shim, ours)
@@ -386,6 +399,7 @@ func TestBenchVirtServer(t *testing.T) {
 	for i := range ts {
 		row(fmt.Sprintf("  plain run %d", i+1), ts[i], to[i])
 	}
+	fmt.Printf("| %-40s | %9.0f%% | %9.0f%% | %6s |\n", "  CPUs busy during them (mean)", 100*mean(bs), 100*mean(bo), "-")
 	fmt.Printf("| %-40s | %10s | %10s | %6s |\n", "timed run (shim and timer in front):", "", "", "")
 	row("  total", rs.total.Seconds(), ro.total.Seconds())
 	row("  open", mean(rs.cmds["open"]), mean(ro.cmds["open"]))

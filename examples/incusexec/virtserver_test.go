@@ -543,8 +543,8 @@ func exitCode(err error) int {
 	return -1
 }
 
-// TestVirtServerRevertsTwice: the first revert takes the spare booted after
-// open; without refill (a host of two CPUs or fewer, see
+// TestVirtServerRevertsTwice: the first revert takes the spare booted from
+// open on; without refill (a host of two CPUs or fewer, see
 // virtserver.IncusConfig.Refill) the second boots its instance then. Each
 // revert brings back a fresh testbed (a file written before is gone), the
 // execute command printed after it runs there, the one printed before
