@@ -73,7 +73,7 @@ func (h *eventHub) ensureListener() {
 	if h.listener != nil && h.listener.IsActive() {
 		return
 	}
-	l, err := incusop.Events(h.c)
+	l, err := incusop.Events(h.c, api.EventTypeLifecycle)
 	if err != nil {
 		h.log.Debug("no event listener; polling only", "err", err)
 		h.listener = nil

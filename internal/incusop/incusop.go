@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	incus "github.com/lxc/incus/v6/client"
@@ -60,18 +61,28 @@ func Wait(ctx context.Context, op Operation, c any) error {
 }
 
 // Events opens an event listener on a copy of c (same connection and
-// project), so that c's own state is left alone (see [Shared]). Clients that
-// cannot be copied are asked directly.
+// project), so that c's own state is left alone (see [Shared]). With types,
+// the copy asks the server for events of those types only ("lifecycle",
+// "operation", "logging"): the server then sends nothing else, where a
+// listener of all types gets every operation's every update and every
+// log line, each encoded by the server and decoded here. The connection is
+// the copy's own, so no other listener of c's shares the filter. Clients
+// that cannot be copied are asked directly, for all types (a handler
+// added for some types still sees only those).
 func Events(c interface {
 	GetEvents() (*incus.EventListener, error)
-}) (*incus.EventListener, error) {
+}, types ...string) (*incus.EventListener, error) {
 	type copier interface {
 		GetConnectionInfo() (*incus.ConnectionInfo, error)
 		UseProject(name string) incus.InstanceServer
 	}
 	if cp, ok := c.(copier); ok {
 		if info, err := cp.GetConnectionInfo(); err == nil {
-			return cp.UseProject(info.Project).GetEvents()
+			cc := cp.UseProject(info.Project)
+			if len(types) > 0 {
+				return cc.GetEventsByType(slices.Clone(types))
+			}
+			return cc.GetEvents()
 		}
 	}
 	return c.GetEvents()
