@@ -637,3 +637,41 @@ func parseExecuteCommand(t *testing.T, reply string) []string {
 	}
 	return argv
 }
+
+// TestVirtServerOpenFailsCleanly: an open that cannot succeed fails with an
+// error naming what is at fault, the server exits non-zero, and nothing of
+// its owner is left: not for an image that does not exist (nothing is
+// created), nor for an instance that is created and started but stops at
+// once (its init is /bin/false), while the spare of the same spec is on
+// its way.
+func TestVirtServerOpenFailsCleanly(t *testing.T) {
+	t.Parallel()
+	d := incustest.Shared(t)
+	d.BusyboxImage(t)
+	server := filepath.Join(serverOnPath(t), virtServerName)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in the server's error
+	}{
+		{"missing image", []string{"no/such-image"}, "no/such-image"},
+		{"init exits", []string{incustest.BusyboxAlias, "--", "-c", "raw.lxc=lxc.init.cmd=/bin/false"}, "not running"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			owner := incustest.UniqueName("avs")
+			cmd := exec.CommandContext(ctx, server, append([]string{"--socket=" + d.Socket, "--owner=" + owner}, tc.args...)...)
+			cmd.Stdin = strings.NewReader("open\n")
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			t.Logf("stdout %q, stderr:\n%s", stdout.String(), stderr.String())
+			is.True(exitCode(err) > 0)                                           // the server failed
+			is.Equal(stdout.String(), "ok\n")                                    // the greeting, and no reply to open
+			is.True(strings.Contains(strings.ToLower(stderr.String()), tc.want)) // what is at fault
+			assertNothingLeft(ctx, t, d, owner)
+		})
+	}
+}
