@@ -543,8 +543,8 @@ func exitCode(err error) int {
 	return -1
 }
 
-// TestVirtServerRevertsTwice: the first revert takes the spare booted from
-// open on; without refill (a host of two CPUs or fewer, see
+// TestVirtServerRevertsTwice: the first revert takes the spare booted after
+// open; without refill (a host of two CPUs or fewer, see
 // virtserver.IncusConfig.Refill) the second boots its instance then. Each
 // revert brings back a fresh testbed (a file written before is gone), the
 // execute command printed after it runs there, the one printed before
@@ -642,8 +642,7 @@ func parseExecuteCommand(t *testing.T, reply string) []string {
 // error naming what is at fault, the server exits non-zero, and nothing of
 // its owner is left: not for an image that does not exist (nothing is
 // created), nor for an instance that is created and started but stops at
-// once (its init is /bin/false), while the spare of the same spec is on
-// its way.
+// once (its init is /bin/false).
 func TestVirtServerOpenFailsCleanly(t *testing.T) {
 	t.Parallel()
 	d := incustest.Shared(t)

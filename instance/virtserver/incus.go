@@ -39,12 +39,12 @@ type IncusConfig struct {
 	// config, VM. Name must be empty. Its Ready defaults to DefaultReady.
 	Spec instance.Spec
 	// Spares is how many booted instances of Spec are kept ready for
-	// revert (a warm pool of this server's own), booted from open on; 0
+	// revert (a warm pool of this server's own), booted after open; 0
 	// reverts by creating a new instance, -1 means the default, 1.
 	Spares int
 	// Refill boots a new spare as soon as a revert has taken one, so
 	// that every revert finds one booted. Without it the spares booted
-	// made at open serve the first reverts, and later ones boot their
+	// after open serve the first reverts, and later ones boot their
 	// instance when asked. A boot beside the tests costs them about what
 	// it saves the revert on a host without CPUs to spare (measured on
 	// two: the ~20 testbed commands that ran beside the refill were 2 s
@@ -147,74 +147,63 @@ func (t *Incus) Name() string {
 	return ""
 }
 
-// Open creates and starts the instance, starts booting the spares, and
-// waits until the instance is ready (not for the spares).
+// Open creates the instance and waits until it is ready, then starts
+// booting the spares.
 func (t *Incus) Open(ctx context.Context) error {
 	if t.current() != nil {
 		return fmt.Errorf("%w: testbed already open", ErrProtocol)
 	}
-	spec := t.cfg.Spec
-	spec.Ready = instance.Ready{} // waited for below, once the spares are on their way
-	in, err := t.cfg.Manager.Create(ctx, spec)
+	in, err := t.cfg.Manager.Create(ctx, t.cfg.Spec)
 	if err != nil {
 		return err
 	}
 	t.mu.Lock()
-	t.cur = in // from here on, Close deletes it
+	t.cur = in
 	t.mu.Unlock()
+	if err := t.findUser(ctx); err != nil {
+		return err
+	}
 	if t.cfg.Spares > 0 {
-		if err := t.startSpares(); err != nil {
+		// Booted after the testbed, not beside it: the first test waits
+		// for one boot only. Starting the spare as soon as the testbed's
+		// instance had started (its boot overlapping the testbed's while
+		// autopkgtest waits for open) made no difference on two CPUs:
+		// alternating bench runs (TestBenchVirtServerAgainst, 2026-11-30)
+		// gave 15.58 s a run against 15.37 s, open longer by 0.3-0.6 s
+		// and the commands beside the spare's boot shorter by as much.
+		name, err := poolName()
+		if err != nil {
 			return err
 		}
-	}
-	if err := in.WaitReady(ctx, t.cfg.Spec.Ready); err != nil {
-		return err
-	}
-	return t.findUser(ctx)
-}
-
-// startSpares makes the warm pool of spares and starts booting them.
-func (t *Incus) startSpares() error {
-	// Started once the testbed's instance has started, and booting
-	// beside its boot at the lowest CPU weight: open waits for the
-	// testbed alone, and part of the spare's boot overlaps it, while
-	// autopkgtest waits, instead of slowing its first commands. On two
-	// CPUs (alternating bench runs, 2026-11-30): 16.47 s a run against
-	// 17.08 s with the spare started once the testbed was ready (five
-	// each); 15.55 s against 15.99 s with the spare's creation sent
-	// before the testbed's (ten each).
-	name, err := poolName()
-	if err != nil {
-		return err
-	}
-	spec := t.cfg.Spec
-	spec.Prefix = "avs-"
-	t.pool, err = warmpool.New(warmpool.Config{
-		Name: name, Manager: t.cfg.Manager, Client: t.cfg.Client,
-		Spec: spec, Size: t.cfg.Spares, Refill: t.cfg.Spares, Logger: t.log,
-		// The spare boots while the first tests run, on the same
-		// CPUs: at the lowest weight it takes only what they leave.
-		Background: true,
-		// Without Refill, the pool is filled once, here.
-		Manual: !t.cfg.Refill,
-	})
-	if err != nil {
-		return fmt.Errorf("spare instances: %w", err)
-	}
-	filled := make(chan struct{})
-	t.filled = filled
-	fillCtx, cancel := context.WithCancel(context.Background())
-	t.stopFill = cancel
-	if t.cfg.Refill {
-		close(filled) // the pool's own upkeep boots them
-	} else {
-		pool := t.pool
-		go func() {
-			defer close(filled)
-			if err := pool.Fill(fillCtx); err != nil && fillCtx.Err() == nil {
-				t.log.Warn("spare instances", "err", err)
-			}
-		}()
+		spec := t.cfg.Spec
+		spec.Prefix = "avs-"
+		t.pool, err = warmpool.New(warmpool.Config{
+			Name: name, Manager: t.cfg.Manager, Client: t.cfg.Client,
+			Spec: spec, Size: t.cfg.Spares, Refill: t.cfg.Spares, Logger: t.log,
+			// The spare boots while the first tests run, on the same
+			// CPUs: at the lowest weight it takes only what they leave.
+			Background: true,
+			// Without Refill, the pool is filled once, here.
+			Manual: !t.cfg.Refill,
+		})
+		if err != nil {
+			return fmt.Errorf("spare instances: %w", err)
+		}
+		filled := make(chan struct{})
+		t.filled = filled
+		fillCtx, cancel := context.WithCancel(context.Background())
+		t.stopFill = cancel
+		if t.cfg.Refill {
+			close(filled) // the pool's own upkeep boots them
+		} else {
+			pool := t.pool
+			go func() {
+				defer close(filled)
+				if err := pool.Fill(fillCtx); err != nil && fillCtx.Err() == nil {
+					t.log.Warn("spare instances", "err", err)
+				}
+			}()
+		}
 	}
 	return nil
 }
