@@ -372,9 +372,10 @@ func TestBenchVirtServer(t *testing.T) {
 	// Totals from plain runs, alternating; the breakdown from one run each
 	// through the shim and the timer, whose own processes (one per testbed
 	// command) would otherwise weigh on both totals alike.
-	// One run of each first, not counted: the first instance made from
-	// the image on the pool pays for its image volume, and the host's
-	// caches fill (seen: a first run 2.5 s slower than the next ones).
+	// One run of each first, not counted: the first run of a process was
+	// seen 2.6 s slower than the next ones (Incus makes the image's
+	// volume on the pool for the first instance of it, the host's caches
+	// fill), and it was always the stock server's.
 	runBenchAutopkgtest(t, stockEnv, "", stock)
 	runBenchAutopkgtest(t, nil, "", ours)
 	const plainRuns = 3
@@ -430,9 +431,8 @@ const envBenchAgainst = "INCUSEXEC_BENCH_VIRTSERVER_AGAINST"
 // build of it in alternating plain runs of the bench's autopkgtest suite
 // (five of each after one of each not counted, the order swapped every
 // round), so that both see the same machine: how a change to the server
-// is measured. The other build
-// is a directory as `make install DESTDIR=D BINDIR=/bin` fills D/bin,
-// from a worktree of the other revision:
+// is measured. The other build is a directory as `make install DESTDIR=D
+// BINDIR=/bin` fills D/bin, from a worktree of the other revision:
 //
 //	git worktree add /tmp/old REV && make -C /tmp/old install DESTDIR=/tmp/old-build BINDIR=/bin
 //	INCUSEXEC_BENCH_VIRTSERVER_AGAINST=/tmp/old-build/bin go test -count=1 -timeout 30m -v -run TestBenchVirtServerAgainst ./examples/incusexec/
