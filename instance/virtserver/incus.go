@@ -47,9 +47,9 @@ type IncusConfig struct {
 	// after open serve the first reverts, and later ones boot their
 	// instance when asked. A boot beside the tests costs them about what
 	// it saves the revert on a host without CPUs to spare (measured on
-	// two: the ~20 testbed commands that ran beside the refill were 2 s
-	// slower in all, the revert would have taken 1.7 s); where there are
-	// CPUs to spare, refill.
+	// two, TestBenchVirtServerAgainst, 2026-11-30: refilling made the
+	// bench's run 1.4 s longer, 16.75 s against 15.31 s, and a revert
+	// that boots takes 1.4-1.7 s); where there are CPUs to spare, refill.
 	Refill bool
 	// Exec is the argv prefix of the execute command, to which the
 	// instance's name, "--" and the command are appended (see Execute).
