@@ -24,7 +24,7 @@ import (
 // the stock autopkgtest-virt-incus and against autopkgtest-virt-incusexec,
 // side by side. Run it with
 //
-//	INCUSEXEC_BENCH_VIRTSERVER=1 go test -count=1 -timeout 60m -v -run TestBenchVirtServer ./examples/incusexec/
+//	INCUSEXEC_BENCH_VIRTSERVER=1 go test -count=1 -timeout 60m -v -run 'TestBenchVirtServer$' ./examples/incusexec/
 const envBenchVirtServer = "INCUSEXEC_BENCH_VIRTSERVER"
 
 // timingShimName is the name under which the test binary sits between
