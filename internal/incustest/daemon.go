@@ -184,6 +184,25 @@ func (d *Daemon) logTail() string {
 	return strings.Join(lines, " | ")
 }
 
+// logProblems returns the lines of the daemon's log at level warning or
+// error (the last 40 of them).
+func (d *Daemon) logProblems() string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, "incusd.log"))
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "level=error") || strings.Contains(l, "level=warning") || strings.HasPrefix(l, "Error:") {
+			out = append(out, l)
+		}
+	}
+	if len(out) > 40 {
+		out = out[len(out)-40:]
+	}
+	if len(out) == 0 {
+		return "(none)"
+	}
+	return strings.Join(out, "\n")
+}
+
 func (d *Daemon) setupPool(opts Options) error {
 	driver := opts.Pool
 	if driver == "" {

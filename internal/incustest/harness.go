@@ -108,6 +108,11 @@ func Private(t testing.TB, opts Options) *Daemon {
 		SkipOrFail(t, err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			// The daemon's own account goes with its directory; keep
+			// what it said went wrong in the test's output.
+			t.Logf("incusd's warnings and errors in %s:\n%s", d.Dir, d.logProblems())
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		if err := d.Stop(ctx); err != nil {

@@ -12,7 +12,7 @@ import (
 // a host. d.Client is replaced; clients connected before keep their old
 // connections, which is what reconnection tests need.
 func (d *Daemon) Restart(ctx context.Context) error {
-	return d.relaunch(ctx, syscall.SIGTERM, "restart")
+	return d.relaunch(ctx, syscall.SIGTERM, "restart", nil)
 }
 
 // Crash kills incusd with SIGKILL, as a crash or the OOM killer would (its
@@ -21,12 +21,13 @@ func (d *Daemon) Restart(ctx context.Context) error {
 // requests in flight: their connections break at once. d.Client is replaced;
 // clients connected before keep their (broken) connections.
 func (d *Daemon) Crash(ctx context.Context) error {
-	return d.relaunch(ctx, syscall.SIGKILL, "crash")
+	return d.relaunch(ctx, syscall.SIGKILL, "crash", nil)
 }
 
 // relaunch sends sig to incusd, waits for it to exit (killing it when ctx
-// ends first) and starts a new one on the same directory.
-func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string) error {
+// ends first), calls between (when not nil) and starts a new one on the same
+// directory.
+func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string, between func() error) error {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return fmt.Errorf("incustest: %s: daemon not started", what)
 	}
@@ -37,6 +38,11 @@ func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string) 
 		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-d.exited
 		return fmt.Errorf("incustest: %s: incusd did not exit on %s: %w", what, sig, ctx.Err())
+	}
+	if between != nil {
+		if err := between(); err != nil {
+			return fmt.Errorf("incustest: %s: %w", what, err)
+		}
 	}
 	if err := d.launch(); err != nil {
 		return fmt.Errorf("incustest: %s: %w", what, err)
@@ -49,4 +55,48 @@ func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string) 
 		old.Disconnect()
 	}
 	return nil
+}
+
+// networkUnavailable is the type of the warning incusd records for a network
+// it failed to start.
+const networkUnavailable = "Network unavailable"
+
+// WaitNetworks waits until incusd has all its networks in service. incusd
+// starts them before it answers as ready (Restart and Crash wait for that),
+// but a network whose start fails then (dnsmasq not coming up, a link
+// vanishing while incusd lists them on a busy host) stays out of service:
+// incusd refuses to start instances on it ("Network ... unavailable on this
+// server"), records a "Network unavailable" warning and tries again a minute
+// later, resolving the warning once a start succeeds. WaitNetworks waits for
+// no such warning to be left unresolved; logf (when not nil) is told each
+// new failure incusd reports. It returns ctx's error with incusd's last
+// message when ctx ends first.
+func (d *Daemon) WaitNetworks(ctx context.Context, logf func(format string, args ...any)) error {
+	seen := map[string]bool{}
+	for {
+		ws, err := d.Client.GetWarnings()
+		if err != nil {
+			return fmt.Errorf("incustest: warnings: %w", err)
+		}
+		var last string
+		for _, w := range ws {
+			if w.Type != networkUnavailable || w.Status == "resolved" {
+				continue
+			}
+			last = w.LastMessage
+			key := fmt.Sprint(w.UUID, w.Count)
+			if logf != nil && !seen[key] {
+				seen[key] = true
+				logf("incusd: network unavailable (%d times since %s): %s", w.Count, w.FirstSeenAt.Format(time.TimeOnly), w.LastMessage)
+			}
+		}
+		if last == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("incustest: networks out of service: %s: %w", last, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
 }

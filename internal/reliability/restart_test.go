@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,32 +145,14 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 		}
 	}
 
-	// The same managers work again, without a new client. Incus brings its
-	// networks up only after it answers again (after /internal/ready), and
-	// refuses to start instances on them meanwhile (503 "Network
-	// unavailable on this server"): a host waits for its bridge first.
+	// The same managers work again, without a new client. incusd starts
+	// its networks before it answers again, but one whose start failed
+	// (seen on a busy host) refuses instances ("Network ... unavailable on
+	// this server") until incusd's retry a minute later: a host waits for
+	// its bridge first.
 	ctx := ctxFor(t, 3*time.Minute)
-	back := time.Now()
-	for {
-		st, err := c.GetNetworkState(d.Network)
-		if err == nil && st.State == "up" {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("network %s not up after the restart: %v", d.Network, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Logf("bridge up %v after incusd answered", time.Since(back).Round(time.Millisecond))
-	var in *instance.Instance
-	for attempt := 1; ; attempt++ {
-		in, err = im.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
-		if err == nil || !strings.Contains(err.Error(), "unavailable on this server") || ctx.Err() != nil {
-			break
-		}
-		t.Logf("launch attempt %d after the restart: %v", attempt, err)
-		time.Sleep(time.Second)
-	}
+	is.NoErr(d.WaitNetworks(ctx, t.Logf))
+	in, err := im.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
 	is.NoErr(err)
 	var out bytes.Buffer
 	code, err := in.Exec(ctx, executor.Cmd{Args: []string{"echo", "back"}, Stdout: &out})
