@@ -9,7 +9,10 @@
 //     taking another name when the server reports a conflict (no
 //     check-then-create race), labels it with its owner, ID and creation
 //     time (executor.OwnerKey, LabelID, LabelCreated), starts it and waits until it
-//     is ready. It leaves either a ready instance or none.
+//     is ready. It leaves either a ready instance or none. Create, Start
+//     and Restart wait, within their context, while the server has the
+//     instance's network out of service (incusd failed to start it when it
+//     started, and tries again a minute later).
 //   - Instance.WaitReady waits for what the host says "ready" means (Ready):
 //     systemd up, an address on a NIC, the VM agent, a probe of its own. It
 //     wakes on the instance's lifecycle events (one listener per Manager),

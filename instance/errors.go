@@ -28,7 +28,8 @@ var (
 	// ErrUser: the user a command should run as cannot be found or created.
 	ErrUser = errors.New("cannot provide user")
 	// ErrUnavailable: the server, or the cluster member hosting the
-	// instance, does not answer (its daemon is down or not ready).
+	// instance, does not answer (its daemon is down or not ready), or it
+	// has the instance's network out of service.
 	ErrUnavailable = executor.Sentinel("server unavailable", executor.ErrUnavailable)
 )
 
@@ -55,6 +56,8 @@ func sentinelOf(err error) error {
 	}
 	msg := strings.ToLower(err.Error())
 	switch {
+	case isNetworkUnavailable(err):
+		return ErrUnavailable
 	case strings.Contains(msg, "not running"), strings.Contains(msg, "is stopped"), strings.Contains(msg, "already stopped"):
 		return ErrNotRunning
 	case strings.Contains(msg, "already exists"), strings.Contains(msg, "unique constraint failed"):

@@ -47,13 +47,37 @@ func (in *Instance) Location(ctx context.Context) (string, error) {
 }
 
 // Start starts the instance; starting a running instance is not an error.
-// It does not wait for readiness (see WaitReady).
+// It does not wait for readiness (see WaitReady). A start the server refuses
+// because the instance's network is out of service (`Network "x"
+// unavailable on this server`: incusd failed to start the network when it
+// started, and tries again a minute later) is retried until ctx ends.
 func (in *Instance) Start(ctx context.Context) error {
-	err := in.changeState(ctx, api.InstanceStatePut{Action: "start"})
-	if err != nil && isAlreadyRunning(err) {
-		return nil
+	return wrapErr(in.start(ctx), in.name, "start")
+}
+
+// start starts the instance. A start the server refuses because the
+// instance's network is out of service (isNetworkUnavailable) is tried
+// again, after 100 ms doubling up to 2 s, as long as ctx allows.
+func (in *Instance) start(ctx context.Context) error {
+	backoff := networkRetryStart
+	for {
+		err := in.changeState(ctx, api.InstanceStatePut{Action: "start"})
+		if err == nil || isAlreadyRunning(err) {
+			return nil
+		}
+		if !isNetworkUnavailable(err) || ctx.Err() != nil {
+			return err
+		}
+		in.m.log.Info("network unavailable; retrying start", "name", in.name, "in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+			backoff = min(2*backoff, networkRetryMax)
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		}
 	}
-	return wrapErr(err, in.name, "start")
 }
 
 // Stop shuts the instance down gracefully and forces it off when it is not
@@ -117,9 +141,10 @@ func (in *Instance) Restart(ctx context.Context, r Ready) error {
 		in.m.log.Info("graceful restart did not finish; forcing", "name", in.name, "err", err)
 		err = in.changeState(ctx, api.InstanceStatePut{Action: "restart", Force: true, Timeout: -1})
 	}
-	if err != nil && isNotRunning(err) {
-		// Restart of a stopped instance: start it.
-		err = in.changeState(ctx, api.InstanceStatePut{Action: "start"})
+	if err != nil && (isNotRunning(err) || isNetworkUnavailable(err)) {
+		// Restart of a stopped instance, or one whose start the server
+		// refused after stopping it: start it.
+		err = in.start(ctx)
 	}
 	if err != nil {
 		return wrapErr(err, in.name, "restart")

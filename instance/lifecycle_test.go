@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/incusexec/incusexec/executor"
 	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
+	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
 )
@@ -290,4 +292,58 @@ func TestStats(t *testing.T) {
 		is.True(s.DiskUsed >= 8<<20) // the 8 MiB written count
 		is.True(s.DiskAvailable > 0 && s.DiskAvailable <= 1<<30-8<<20)
 	}
+}
+
+// TestStartWaitsForANetworkOutOfService restarts incusd with its bridge
+// unable to start (incustest's RestartWithBridgeDown): incusd then refuses
+// instances on it until a start of its own, a minute later, succeeds. Start
+// and Create wait for that within their context, and say why when it ends
+// first.
+func TestStartWaitsForANetworkOutOfService(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d := incustest.Private(t, incustest.Options{})
+	d.BusyboxImage(t)
+	// The host's own client: Restart replaces d.Client.
+	c, err := incus.ConnectIncusUnix(d.Socket, nil)
+	is.NoErr(err)
+	defer c.Disconnect()
+	m, err := instance.New(c, instance.Config{Owner: incustest.UniqueName("netdown-")})
+	is.NoErr(err)
+	defer m.Close()
+	ctx := ctxFor(t, 4*time.Minute)
+	stopped, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias, NoStart: true})
+	is.NoErr(err)
+	defer stopped.Delete(context.Background())
+
+	release, err := d.RestartWithBridgeDown(ctx)
+	is.NoErr(err)
+	defer release()
+	is.True(d.WaitNetworks(ctxFor(t, 2*time.Second), nil) != nil) // the bridge is out of service
+	err = stopped.Start(ctxFor(t, 2*time.Second))
+	t.Logf("start while the bridge is down: %v", err)
+	is.True(errors.Is(err, instance.ErrUnavailable))          // refused: network out of service
+	is.True(errors.Is(err, context.DeadlineExceeded))         // until ctx ended
+	is.True(strings.Contains(err.Error(), stopped.Name()))    // names the instance
+	is.True(strings.Contains(err.Error(), `"`+d.Network+`"`)) // and the network
+
+	// With the address free, incusd's next try starts the bridge; a
+	// Start and a Create made meanwhile wait for it.
+	release()
+	began := time.Now()
+	var wg sync.WaitGroup
+	var startErr, createErr error
+	var created *instance.Instance
+	wg.Go(func() { startErr = stopped.Start(ctx) })
+	wg.Go(func() { created, createErr = m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias}) })
+	wg.Wait()
+	t.Logf("started and created %v after the address was freed", time.Since(began).Round(time.Second))
+	is.NoErr(startErr)
+	is.NoErr(createErr)
+	st, err := stopped.Status(ctx)
+	is.NoErr(err)
+	is.Equal(st, api.Running)
+	is.NoErr(created.Delete(ctx))
+	is.NoErr(stopped.Delete(ctx))
+	is.NoErr(d.WaitNetworks(ctx, nil))
 }

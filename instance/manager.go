@@ -223,9 +223,10 @@ type Spec struct {
 // until it is ready by spec.Ready. When anything fails, or ctx ends, the
 // instance is deleted again: Create leaves an instance that is up, or none.
 //
-// A creation that fails because the server has not brought a network up
-// yet (status 503, `Network "x" unavailable on this server`, seen for a
-// moment after the daemon restarts) is retried, after 100 ms doubling up to
+// A creation that fails because the server has a network out of service
+// (status 503, `Network "x" unavailable on this server`: incusd failed to
+// start the network when it started, seen on a busy host after a restart,
+// and tries again a minute later) is retried, after 100 ms doubling up to
 // 2 s, until ctx ends; no other failure is retried.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 	req, err := m.request(spec)
@@ -273,8 +274,8 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 			continue
 		}
 		if isNetworkUnavailable(err) && ctx.Err() == nil {
-			// Right after a daemon (re)start, its networks come up a
-			// moment after it answers: retry while ctx allows.
+			// incusd starts the network again a minute after a failed
+			// start: retry while ctx allows.
 			m.log.Info("network not yet available; retrying creation", "name", name, "in", backoff, "err", err)
 			t := time.NewTimer(backoff)
 			select {
@@ -307,8 +308,8 @@ const (
 )
 
 // isNetworkUnavailable reports the error a daemon gives, with status 503,
-// when an instance's NIC needs a network it has not brought up yet (as
-// happens for a moment after it starts): `Network "x" unavailable on this
+// when an instance's NIC needs a network it has out of service (its start
+// failed when the daemon started): `Network "x" unavailable on this
 // server`. When the failure comes from the start inside the creation
 // operation, the status is lost and only the message says it.
 func isNetworkUnavailable(err error) bool {

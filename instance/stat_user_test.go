@@ -110,8 +110,9 @@ func TestEnsureUser(t *testing.T) {
 }
 
 // unavailableNetwork is the real client whose first creations fail as a
-// daemon refuses them for a moment after a restart, before its networks are
-// up: a window too short to hit on demand.
+// daemon refuses them while it has the network out of service, for a
+// number of refusals the test chooses (TestStartWaitsForANetworkOutOfService
+// makes the daemon do it, for a minute).
 type unavailableNetwork struct {
 	instance.Client
 	refusals atomic.Int32

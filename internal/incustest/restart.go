@@ -1,8 +1,12 @@
 package incustest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -55,6 +59,60 @@ func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string, 
 		old.Disconnect()
 	}
 	return nil
+}
+
+// RestartWithBridgeDown restarts incusd as Restart does, but with the
+// address of its bridge's DNS service taken meanwhile, so that the bridge's
+// dnsmasq, and so its start, fails: incusd then has the network out of
+// service (see WaitNetworks) and refuses to start instances on it until a
+// start of its own, a minute later, succeeds, which needs release to have
+// freed the address first. release may be called more than once; the test
+// must call it before it ends.
+func (d *Daemon) RestartWithBridgeDown(ctx context.Context) (release func(), err error) {
+	n, _, err := d.Client.GetNetwork(d.Network)
+	if err != nil {
+		return nil, fmt.Errorf("incustest: bridge %s: %w", d.Network, err)
+	}
+	ip, _, err := net.ParseCIDR(n.Config["ipv4.address"])
+	if err != nil {
+		return nil, fmt.Errorf("incustest: bridge %s: address %q: %w", d.Network, n.Config["ipv4.address"], err)
+	}
+	var mu sync.Mutex
+	var held net.PacketConn
+	release = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if held != nil {
+			_ = held.Close()
+			held = nil
+		}
+	}
+	err = d.relaunch(ctx, syscall.SIGTERM, "restart with the bridge down", func() error {
+		// dnsmasq outlives incusd: stop it, then take its address.
+		if out, err := exec.Command("pkill", "-f", "^dnsmasq .*"+d.Dir+"/").CombinedOutput(); err != nil {
+			return fmt.Errorf("stop dnsmasq: %v: %s", err, bytes.TrimSpace(out))
+		}
+		addr := net.JoinHostPort(ip.String(), "53")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := net.ListenPacket("udp", addr) // free once dnsmasq is gone
+			if err == nil {
+				mu.Lock()
+				held = c
+				mu.Unlock()
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("take %s: %w", addr, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
 // networkUnavailable is the type of the warning incusd records for a network

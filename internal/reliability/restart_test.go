@@ -145,13 +145,10 @@ func restartUnderCalls(t *testing.T, restart func(*incustest.Daemon, context.Con
 		}
 	}
 
-	// The same managers work again, without a new client. incusd starts
-	// its networks before it answers again, but one whose start failed
-	// (seen on a busy host) refuses instances ("Network ... unavailable on
-	// this server") until incusd's retry a minute later: a host waits for
-	// its bridge first.
+	// The same managers work again, without a new client. (A bridge that
+	// incusd failed to start on its way up refuses instances until its
+	// retry a minute later: Create waits for that within ctx.)
 	ctx := ctxFor(t, 3*time.Minute)
-	is.NoErr(d.WaitNetworks(ctx, t.Logf))
 	in, err := im.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
 	is.NoErr(err)
 	var out bytes.Buffer
