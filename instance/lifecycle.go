@@ -137,7 +137,7 @@ func (in *Instance) StopWithin(ctx context.Context, grace time.Duration) error {
 // until it is ready by r. An ephemeral instance survives a restart.
 func (in *Instance) Restart(ctx context.Context, r Ready) error {
 	err := in.changeState(ctx, api.InstanceStatePut{Action: "restart", Timeout: seconds(in.m.cfg.StopGrace)})
-	if err != nil && ctx.Err() == nil && !isGone(err) && !isNotRunning(err) {
+	if err != nil && ctx.Err() == nil && !isGone(err) && !isNotRunning(err) && !isNetworkUnavailable(err) {
 		in.m.log.Info("graceful restart did not finish; forcing", "name", in.name, "err", err)
 		err = in.changeState(ctx, api.InstanceStatePut{Action: "restart", Force: true, Timeout: -1})
 	}

@@ -3,6 +3,7 @@ package instance_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strconv"
 	"strings"
@@ -117,6 +118,10 @@ type unavailableNetwork struct {
 	instance.Client
 	refusals atomic.Int32
 	other    error // returned instead, once, when set
+	// startRefusals counts the start requests refused likewise;
+	// startOther is returned instead, once, when set.
+	startRefusals atomic.Int32
+	startOther    error
 }
 
 func (u *unavailableNetwork) CreateInstance(req api.InstancesPost) (incus.Operation, error) {
@@ -129,6 +134,74 @@ func (u *unavailableNetwork) CreateInstance(req api.InstancesPost) (incus.Operat
 		return nil, api.StatusErrorf(503, "Failed to start device %q: Network %q unavailable on this server", "eth0", "incusbr0")
 	}
 	return u.Client.CreateInstance(req)
+}
+
+func (u *unavailableNetwork) UpdateInstanceState(name string, put api.InstanceStatePut, etag string) (incus.Operation, error) {
+	if put.Action == "start" && u.startOther != nil {
+		err := u.startOther
+		u.startOther = nil
+		return nil, err
+	}
+	if put.Action == "start" && u.startRefusals.Add(-1) >= 0 {
+		return nil, fmt.Errorf("Failed pre-start check for device %q: Network %q unavailable on this server", "eth0", "incusbr0")
+	}
+	return u.Client.UpdateInstanceState(name, put, etag)
+}
+
+func TestStartRetriesUnavailableNetwork(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{})
+	c := &unavailableNetwork{Client: d.Client}
+	m2, err := instance.New(c, instance.Config{Owner: m.Owner()})
+	is.NoErr(err)
+	defer m2.Close()
+	in := launch(t, m2, instance.Spec{NoStart: true})
+	c.startRefusals.Store(3)
+	is.NoErr(in.Start(ctxFor(t, time.Minute)))
+	is.Equal(c.startRefusals.Load(), int32(-1)) // three refusals, then the start
+	st, err := in.Status(ctxFor(t, time.Minute))
+	is.NoErr(err)
+	is.Equal(st, api.Running)
+
+	// Restart: the stop done, the start refused, then taken.
+	c.startRefusals.Store(2)
+	restart := &refusingRestart{unavailableNetwork: c}
+	m3, err := instance.New(restart, instance.Config{Owner: m.Owner()})
+	is.NoErr(err)
+	defer m3.Close()
+	is.NoErr(m3.Instance(in.Name()).Restart(ctxFor(t, time.Minute), instance.Ready{}))
+	is.Equal(c.startRefusals.Load(), int32(-1))
+	st, err = in.Status(ctxFor(t, time.Minute))
+	is.NoErr(err)
+	is.Equal(st, api.Running)
+
+	// Not retried: another error.
+	is.NoErr(in.StopWithin(ctxFor(t, time.Minute), 0))
+	c.startRefusals.Store(0)
+	c.startOther = errors.New("Failed pre-start check for device \"eth0\": something else")
+	err = in.Start(ctxFor(t, time.Minute))
+	is.True(err != nil && strings.Contains(err.Error(), "something else"))
+	is.True(!errors.Is(err, instance.ErrUnavailable))
+}
+
+// refusingRestart stops the instance on a restart and then fails it as
+// incusd does when the start half is refused for the network.
+type refusingRestart struct{ *unavailableNetwork }
+
+func (r *refusingRestart) UpdateInstanceState(name string, put api.InstanceStatePut, etag string) (incus.Operation, error) {
+	if put.Action != "restart" {
+		return r.unavailableNetwork.UpdateInstanceState(name, put, etag)
+	}
+	op, err := r.Client.UpdateInstanceState(name, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, etag)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.Wait(); err != nil {
+		return nil, err
+	}
+	r.startRefusals.Add(-1)
+	return nil, fmt.Errorf("Failed pre-start check for device %q: Network %q unavailable on this server", "eth0", "incusbr0")
 }
 
 func TestCreateRetriesUnavailableNetwork(t *testing.T) {
