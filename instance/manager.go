@@ -276,7 +276,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 		if isNetworkUnavailable(err) && ctx.Err() == nil {
 			// incusd starts the network again a minute after a failed
 			// start: retry while ctx allows.
-			m.log.Info("network not yet available; retrying creation", "name", name, "in", backoff, "err", err)
+			m.log.Info("network unavailable; retrying creation", "name", name, "in", backoff, "err", err)
 			t := time.NewTimer(backoff)
 			select {
 			case <-t.C:
