@@ -2,11 +2,13 @@ package instance_test
 
 import (
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/incusexec/incusexec/instance"
+	"github.com/incusexec/incusexec/internal/incustest"
 	incus "github.com/lxc/incus/v6/client"
 	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
@@ -84,6 +86,84 @@ func TestDeleteOutlastsRacingStarts(t *testing.T) {
 	is.NoErr(err)
 	defer m2.Close()
 	is.NoErr(m2.Instance(in.Name()).Delete(ctxFor(t, 2*time.Minute)))
+	_, err = m.Get(ctxFor(t, time.Minute), in.Name())
+	is.True(errors.Is(err, instance.ErrNotFound))
+}
+
+// TestConcurrentDeletesAllSucceed deletes each instance from several
+// goroutines at once, as a host's teardown and a GC or a pool's reclaim can:
+// every Delete returns nil and the instances are gone. (incusd answers a
+// delete that found another one of the same instance under way "A matching
+// non-reusable operation has now succeeded" once that one is done:
+// TestDeleteDoneByAnotherIsDone covers that answer where the retries made
+// before it do not.)
+func TestConcurrentDeletesAllSucceed(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, m, _ := setup(t, instance.Config{})
+	ctx := ctxFor(t, 3*time.Minute)
+	var names []string
+	for range 3 {
+		in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias, NoStart: true})
+		is.NoErr(err)
+		names = append(names, in.Name())
+	}
+	const each = 4
+	errs := make([]error, len(names)*each)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		for j := range each {
+			wg.Go(func() { errs[i*each+j] = m.Instance(n).Delete(ctx) })
+		}
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("delete %d of %s: %v", i%each, names[i/each], err)
+		}
+	}
+	for _, n := range names {
+		_, err := m.Get(ctx, n)
+		is.True(errors.Is(err, instance.ErrNotFound))
+	}
+}
+
+// deletedMeanwhile is the real client where another operation holds the
+// instance for a while (the first deletes are refused as busy) and then
+// another delete of the same instance wins: incusd made ours wait for it
+// and answers that it succeeded (seen failing a warm pool's GC in CI,
+// after more busy refusals than other failures get).
+type deletedMeanwhile struct {
+	instance.Client
+	busy atomic.Int32
+}
+
+func (s *deletedMeanwhile) DeleteInstance(name string) (incus.Operation, error) {
+	if s.busy.Add(-1) >= 0 {
+		return nil, api.StatusErrorf(400, "Instance is busy running a %q operation", "stop")
+	}
+	op, err := s.Client.DeleteInstance(name) // the other delete
+	if err != nil {
+		return nil, err
+	}
+	if err := op.Wait(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("Failed to create instance delete operation: A matching non-reusable operation has now succeeded")
+}
+
+func TestDeleteDoneByAnotherIsDone(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, _ := setup(t, instance.Config{})
+	in := launch(t, m, instance.Spec{NoStart: true})
+	c := &deletedMeanwhile{Client: d.Client}
+	c.busy.Store(6) // more than the attempts other failures get
+	m2, err := instance.New(c, instance.Config{Owner: m.Owner(), PollInterval: 50 * time.Millisecond})
+	is.NoErr(err)
+	defer m2.Close()
+	is.NoErr(m2.Instance(in.Name()).Delete(ctxFor(t, time.Minute)))
+	is.Equal(c.busy.Load(), int32(-1)) // six refusals, then the other delete won
 	_, err = m.Get(ctxFor(t, time.Minute), in.Name())
 	is.True(errors.Is(err, instance.ErrNotFound))
 }

@@ -153,7 +153,8 @@ func (in *Instance) Restart(ctx context.Context, r Ready) error {
 }
 
 // Delete forces the instance off and deletes it; deleting an instance that
-// is already gone is not an error. Call Stop first for a graceful shutdown.
+// is already gone, or that another delete (a GC, a pool's reclaim) removes
+// meanwhile, is not an error. Call Stop first for a graceful shutdown.
 func (in *Instance) Delete(ctx context.Context) error {
 	return in.delete(ctx, 0)
 }
@@ -172,6 +173,10 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 		}
 		if err == nil || isGone(err) {
 			in.m.log.Info("instance deleted", "name", in.name)
+			return nil
+		}
+		if deletedByAnother(err) {
+			in.m.log.Info("instance deleted by another delete", "name", in.name)
 			return nil
 		}
 		// A server operation holding the instance (a start or device
@@ -237,6 +242,14 @@ func isAlreadyRunning(err error) bool {
 // instance's operation lock ("Instance is busy running a "update" operation").
 func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "is busy running a")
+}
+
+// deletedByAnother tells incusd's answer to a delete that found another
+// delete of the same instance under way, waited for it and saw it succeed
+// (its operation lock: "A matching non-reusable operation has now
+// succeeded"): the instance is gone.
+func deletedByAnother(err error) bool {
+	return strings.Contains(err.Error(), "matching non-reusable operation has now succeeded")
 }
 
 // isRunning tells the server's refusal to delete an instance that is
