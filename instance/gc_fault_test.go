@@ -95,8 +95,8 @@ func TestDeleteOutlastsRacingStarts(t *testing.T) {
 // every Delete returns nil and the instances are gone. (incusd answers a
 // delete that found another one of the same instance under way "A matching
 // non-reusable operation has now succeeded" once that one is done:
-// TestDeleteDoneByAnotherIsDone covers that answer where the retries made
-// before it do not.)
+// TestDeleteAfterAnotherDelete covers that answer after more refusals than
+// other failures get, and when the other delete failed.)
 func TestConcurrentDeletesAllSucceed(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
@@ -128,42 +128,55 @@ func TestConcurrentDeletesAllSucceed(t *testing.T) {
 	}
 }
 
-// deletedMeanwhile is the real client where another operation holds the
+// anotherDelete is the real client where another operation holds the
 // instance for a while (the first deletes are refused as busy) and then
-// another delete of the same instance wins: incusd made ours wait for it
-// and answers that it succeeded (seen failing a warm pool's GC in CI,
+// another delete of the same instance is under way: incusd makes ours wait
+// for it and answers "A matching non-reusable operation has now succeeded"
+// whether that one succeeded or failed (seen failing a warm pool's GC in CI,
 // after more busy refusals than other failures get).
-type deletedMeanwhile struct {
+type anotherDelete struct {
 	instance.Client
-	busy atomic.Int32
+	busy   atomic.Int32
+	failed atomic.Int32 // answers after another delete that failed
+	calls  atomic.Int32
 }
 
-func (s *deletedMeanwhile) DeleteInstance(name string) (incus.Operation, error) {
+const waitedForMatching = "Failed to create instance delete operation: A matching non-reusable operation has now succeeded"
+
+func (s *anotherDelete) DeleteInstance(name string) (incus.Operation, error) {
+	s.calls.Add(1)
 	if s.busy.Add(-1) >= 0 {
 		return nil, api.StatusErrorf(400, "Instance is busy running a %q operation", "stop")
 	}
-	op, err := s.Client.DeleteInstance(name) // the other delete
+	if s.failed.Add(-1) >= 0 {
+		return nil, errors.New(waitedForMatching) // the instance is still there
+	}
+	op, err := s.Client.DeleteInstance(name) // the other delete, which wins
 	if err != nil {
 		return nil, err
 	}
 	if err := op.Wait(); err != nil {
 		return nil, err
 	}
-	return nil, errors.New("Failed to create instance delete operation: A matching non-reusable operation has now succeeded")
+	return nil, errors.New(waitedForMatching)
 }
 
-func TestDeleteDoneByAnotherIsDone(t *testing.T) {
+func TestDeleteAfterAnotherDelete(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	d, m, _ := setup(t, instance.Config{})
-	in := launch(t, m, instance.Spec{NoStart: true})
-	c := &deletedMeanwhile{Client: d.Client}
-	c.busy.Store(6) // more than the attempts other failures get
-	m2, err := instance.New(c, instance.Config{Owner: m.Owner(), PollInterval: 50 * time.Millisecond})
-	is.NoErr(err)
-	defer m2.Close()
-	is.NoErr(m2.Instance(in.Name()).Delete(ctxFor(t, time.Minute)))
-	is.Equal(c.busy.Load(), int32(-1)) // six refusals, then the other delete won
-	_, err = m.Get(ctxFor(t, time.Minute), in.Name())
-	is.True(errors.Is(err, instance.ErrNotFound))
+	for _, failed := range []int32{0, 2} {
+		in := launch(t, m, instance.Spec{NoStart: true})
+		c := &anotherDelete{Client: d.Client}
+		c.busy.Store(6) // more than the attempts other failures get
+		c.failed.Store(failed)
+		m2, err := instance.New(c, instance.Config{Owner: m.Owner(), PollInterval: 50 * time.Millisecond})
+		is.NoErr(err)
+		is.NoErr(m2.Instance(in.Name()).Delete(ctxFor(t, time.Minute)))
+		m2.Close()
+		// Six refusals, the failed other deletes, then the one that won.
+		is.Equal(c.calls.Load(), 7+failed)
+		_, err = m.Get(ctxFor(t, time.Minute), in.Name())
+		is.True(errors.Is(err, instance.ErrNotFound)) // gone, not taken for gone
+	}
 }

@@ -60,14 +60,20 @@ func (in *Instance) Start(ctx context.Context) error {
 // again, after 100 ms doubling up to 2 s, as long as ctx allows.
 func (in *Instance) start(ctx context.Context) error {
 	backoff := networkRetryStart
+	var refused error // the server's last refusal for the network
 	for {
 		err := in.changeState(ctx, api.InstanceStatePut{Action: "start"})
 		if err == nil || isAlreadyRunning(err) {
 			return nil
 		}
+		if refused != nil && ctx.Err() != nil && !isNetworkUnavailable(err) {
+			// ctx ended during a retry: say why it was retried.
+			return fmt.Errorf("%w (then: %w)", refused, err)
+		}
 		if !isNetworkUnavailable(err) || ctx.Err() != nil {
 			return err
 		}
+		refused = err
 		in.m.log.Info("network unavailable; retrying start", "name", in.name, "in", backoff, "err", err)
 		t := time.NewTimer(backoff)
 		select {
@@ -154,7 +160,8 @@ func (in *Instance) Restart(ctx context.Context, r Ready) error {
 
 // Delete forces the instance off and deletes it; deleting an instance that
 // is already gone, or that another delete (a GC, a pool's reclaim) removes
-// meanwhile, is not an error. Call Stop first for a graceful shutdown.
+// meanwhile, is not an error; when that other delete fails, Delete goes on
+// trying. Call Stop first for a graceful shutdown.
 func (in *Instance) Delete(ctx context.Context) error {
 	return in.delete(ctx, 0)
 }
@@ -175,15 +182,12 @@ func (in *Instance) delete(ctx context.Context, grace time.Duration) error {
 			in.m.log.Info("instance deleted", "name", in.name)
 			return nil
 		}
-		if deletedByAnother(err) {
-			in.m.log.Info("instance deleted by another delete", "name", in.name)
-			return nil
-		}
 		// A server operation holding the instance (a start or device
-		// update of a host killed mid-call) ends on its own, and a start
-		// that raced the stop is stopped again below: wait for either as
-		// long as ctx allows; other failures get a few attempts.
-		if ctx.Err() != nil || attempt >= 5 && !isBusy(err) && !isRunning(err) {
+		// update of a host killed mid-call, another delete this one was
+		// made to wait for) ends on its own, and a start that raced the
+		// stop is stopped again below: wait for either as long as ctx
+		// allows; other failures get a few attempts.
+		if ctx.Err() != nil || attempt >= 5 && !isBusy(err) && !isRunning(err) && !waitedForAnotherDelete(err) {
 			return wrapErr(err, in.name, "delete")
 		}
 		// An ephemeral instance may be in the middle of deleting itself, or
@@ -244,11 +248,12 @@ func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "is busy running a")
 }
 
-// deletedByAnother tells incusd's answer to a delete that found another
-// delete of the same instance under way, waited for it and saw it succeed
-// (its operation lock: "A matching non-reusable operation has now
-// succeeded"): the instance is gone.
-func deletedByAnother(err error) bool {
+// waitedForAnotherDelete tells incusd's answer to a delete that found
+// another delete of the same instance under way and waited for it: "A
+// matching non-reusable operation has now succeeded". incusd 6.0.4 gives it
+// whether that delete succeeded or not (its lock is released without the
+// outcome), so it says only to look again, like a busy refusal.
+func waitedForAnotherDelete(err error) bool {
 	return strings.Contains(err.Error(), "matching non-reusable operation has now succeeded")
 }
 

@@ -339,7 +339,9 @@ func TestStartWaitsForANetworkOutOfService(t *testing.T) {
 	is.True(strings.Contains(err.Error(), `"`+d.Network+`"`)) // and the network
 	createCtx, cancelCreate := context.WithTimeout(ctx, time.Minute)
 	defer cancelCreate()
-	h.on.set("network unavailable; retrying creation", cancelCreate)
+	// (Create makes the instance stopped once refused, and waits at its
+	// start.)
+	h.on.set("network unavailable; retrying start", cancelCreate)
 	_, err = m.Create(createCtx, instance.Spec{Image: incustest.BusyboxAlias})
 	t.Logf("create while the bridge is down: %v", err)
 	is.True(errors.Is(err, instance.ErrUnavailable))

@@ -226,8 +226,9 @@ type Spec struct {
 // A creation that fails because the server has a network out of service
 // (status 503, `Network "x" unavailable on this server`: incusd failed to
 // start the network when it started, seen on a busy host after a restart,
-// and tries again a minute later) is retried, after 100 ms doubling up to
-// 2 s, until ctx ends; no other failure is retried.
+// and tries again a minute later) is made again with the instance stopped,
+// whose start is then retried, after 100 ms doubling up to 2 s, until ctx
+// ends; no other failure is retried.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 	req, err := m.request(spec)
 	if err != nil {
@@ -249,6 +250,8 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 	}
 	const attempts = 8
 	backoff := networkRetryStart
+	var refused error // the server's last refusal for the network
+	startLater := false
 	for attempt := 1; ; attempt++ {
 		name := spec.Name
 		if name == "" {
@@ -273,7 +276,22 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 			m.log.Debug("instance name taken; retrying", "name", name)
 			continue
 		}
+		if refused != nil && ctx.Err() != nil && !isNetworkUnavailable(err) {
+			// ctx ended during a retry: say why it was retried.
+			return nil, fmt.Errorf("%w (then: %w)", refused, err)
+		}
+		if isNetworkUnavailable(err) && ctx.Err() == nil && req.Start {
+			// The creation's start was refused for the network:
+			// create the next one stopped and wait at its start,
+			// rather than create and delete one every few seconds
+			// for as long as incusd takes (a minute).
+			m.log.Info("network unavailable; creating the instance stopped, to start it when the network is back", "name", name, "err", err)
+			refused, req.Start, startLater = err, false, true
+			attempt--
+			continue
+		}
 		if isNetworkUnavailable(err) && ctx.Err() == nil {
+			refused = err
 			// incusd starts the network again a minute after a failed
 			// start: retry while ctx allows.
 			m.log.Info("network unavailable; retrying creation", "name", name, "in", backoff, "err", err)
@@ -291,6 +309,11 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 		return nil, err
 	}
 	in := m.Instance(req.Name)
+	if startLater {
+		if err := in.start(ctx); err != nil {
+			return nil, errors.Join(wrapErr(err, in.name, "start"), in.discard(ctx))
+		}
+	}
 	m.log.Info("instance created", "name", in.name, "image", spec.Image, "started", !spec.NoStart)
 	if spec.NoStart || spec.Ready.isZero() {
 		return in, nil

@@ -122,6 +122,10 @@ type unavailableNetwork struct {
 	// startOther is returned instead, once, when set.
 	startRefusals atomic.Int32
 	startOther    error
+	// cancel, when set, is called as the start request after
+	// cancelAfter more is in flight (as a host's ctx can end then).
+	cancel      context.CancelFunc
+	cancelAfter atomic.Int32
 }
 
 func (u *unavailableNetwork) CreateInstance(req api.InstancesPost) (incus.Operation, error) {
@@ -141,6 +145,11 @@ func (u *unavailableNetwork) UpdateInstanceState(name string, put api.InstanceSt
 		err := u.startOther
 		u.startOther = nil
 		return nil, err
+	}
+	if put.Action == "start" && u.cancel != nil && u.cancelAfter.Add(-1) < 0 {
+		u.cancel()
+		u.cancel = nil
+		return nil, fmt.Errorf("%w (operation cancelled)", context.Canceled)
 	}
 	if put.Action == "start" && u.startRefusals.Add(-1) >= 0 {
 		return nil, fmt.Errorf("Failed pre-start check for device %q: Network %q unavailable on this server", "eth0", "incusbr0")
@@ -176,8 +185,20 @@ func TestStartRetriesUnavailableNetwork(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(st, api.Running)
 
-	// Not retried: another error.
+	// ctx ends while a retry is in flight: the error still says why.
 	is.NoErr(in.StopWithin(ctxFor(t, time.Minute), 0))
+	c.startRefusals.Store(1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.cancel = cancel
+	c.cancelAfter.Store(2)
+	err = in.Start(ctx)
+	t.Logf("start cancelled during a retry: %v", err)
+	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(errors.Is(err, context.Canceled))
+	is.True(strings.Contains(err.Error(), `"incusbr0" unavailable`))
+
+	// Not retried: another error.
 	c.startRefusals.Store(0)
 	c.startOther = errors.New("Failed pre-start check for device \"eth0\": something else")
 	err = in.Start(ctxFor(t, time.Minute))

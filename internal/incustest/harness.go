@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -156,9 +157,14 @@ func stopSharedCluster() error {
 	return c.Stop(ctx)
 }
 
+// stopping is set once stopAll has begun: a restart in flight then does
+// not start incusd again behind its back.
+var stopping atomic.Bool
+
 // stopAll stops the shared cluster and every daemon this process started and
 // has not stopped.
 func stopAll(why string) {
+	stopping.Store(true)
 	if err := stopSharedCluster(); err != nil {
 		fmt.Fprintf(os.Stderr, "incustest: %s: stopping the shared cluster: %v\n", why, err)
 	}

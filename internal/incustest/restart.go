@@ -3,6 +3,7 @@ package incustest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -43,20 +44,27 @@ func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string, 
 		<-d.exited
 		return fmt.Errorf("incustest: %s: incusd did not exit on %s: %w", what, sig, ctx.Err())
 	}
+	var betweenErr error
 	if between != nil {
-		if err := between(); err != nil {
-			return fmt.Errorf("incustest: %s: %w", what, err)
-		}
+		// Started again even when between fails: the test's cleanup
+		// needs a daemon to empty.
+		betweenErr = between()
+	}
+	if stopping.Load() {
+		return fmt.Errorf("incustest: %s: the test binary is stopping its daemons", what)
 	}
 	if err := d.launch(); err != nil {
-		return fmt.Errorf("incustest: %s: %w", what, err)
+		return fmt.Errorf("incustest: %s: %w", what, errors.Join(betweenErr, err))
 	}
 	old := d.Client
 	if err := d.waitReady(ctx, 60*time.Second); err != nil {
-		return err
+		return errors.Join(betweenErr, err)
 	}
 	if old != nil {
 		old.Disconnect()
+	}
+	if betweenErr != nil {
+		return fmt.Errorf("incustest: %s: %w", what, betweenErr)
 	}
 	return nil
 }
@@ -66,8 +74,11 @@ func (d *Daemon) relaunch(ctx context.Context, sig syscall.Signal, what string, 
 // dnsmasq, and so its start, fails: incusd then has the network out of
 // service (see WaitNetworks) and refuses to start instances on it until a
 // start of its own, a minute later, succeeds, which needs release to have
-// freed the address first. release may be called more than once; the test
-// must call it before it ends.
+// freed the address first. incusd takes a dnsmasq that exits later than
+// half a second after its start for a running one: when the bridge came up
+// all the same (a loaded host), the restart is tried again, three times in
+// all. release may be called more than once; the test must call it before
+// it ends.
 func (d *Daemon) RestartWithBridgeDown(ctx context.Context) (release func(), err error) {
 	n, _, err := d.Client.GetNetwork(d.Network)
 	if err != nil {
@@ -87,9 +98,12 @@ func (d *Daemon) RestartWithBridgeDown(ctx context.Context) (release func(), err
 			held = nil
 		}
 	}
-	err = d.relaunch(ctx, syscall.SIGTERM, "restart with the bridge down", func() error {
-		// dnsmasq outlives incusd: stop it, then take its address.
-		if out, err := exec.Command("pkill", "-f", "^dnsmasq .*"+d.Dir+"/").CombinedOutput(); err != nil {
+	takeAddress := func() error {
+		// dnsmasq outlives incusd: stop it (exit status 1: none was
+		// running), then take its address.
+		out, err := exec.Command("pkill", "-f", "^dnsmasq .*"+d.Dir+"/").CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
 			return fmt.Errorf("stop dnsmasq: %v: %s", err, bytes.TrimSpace(out))
 		}
 		addr := net.JoinHostPort(ip.String(), "53")
@@ -107,12 +121,41 @@ func (d *Daemon) RestartWithBridgeDown(ctx context.Context) (release func(), err
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-	})
-	if err != nil {
-		release()
-		return nil, err
 	}
-	return release, nil
+	const tries = 3
+	for try := 1; ; try++ {
+		if err := d.relaunch(ctx, syscall.SIGTERM, "restart with the bridge down", takeAddress); err != nil {
+			release()
+			return nil, err
+		}
+		down, err := d.networkDown()
+		if err != nil || down {
+			if err != nil {
+				release()
+				return nil, err
+			}
+			return release, nil
+		}
+		release()
+		if try == tries {
+			return nil, fmt.Errorf("incustest: incusd started bridge %s %d times with its DNS address taken", d.Network, tries)
+		}
+	}
+}
+
+// networkDown reports whether incusd has a network out of service (an
+// unresolved "Network unavailable" warning).
+func (d *Daemon) networkDown() (bool, error) {
+	ws, err := d.Client.GetWarnings()
+	if err != nil {
+		return false, fmt.Errorf("incustest: warnings: %w", err)
+	}
+	for _, w := range ws {
+		if w.Type == networkUnavailable && w.Status != "resolved" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // networkUnavailable is the type of the warning incusd records for a network
