@@ -126,6 +126,10 @@ type unavailableNetwork struct {
 	// cancelAfter more is in flight (as a host's ctx can end then).
 	cancel      context.CancelFunc
 	cancelAfter atomic.Int32
+	// createCancel, when set, is called as the creation after the
+	// refusals is in flight; cancelledStart is that request's Start.
+	createCancel   context.CancelFunc
+	cancelledStart bool
 }
 
 func (u *unavailableNetwork) CreateInstance(req api.InstancesPost) (incus.Operation, error) {
@@ -136,6 +140,12 @@ func (u *unavailableNetwork) CreateInstance(req api.InstancesPost) (incus.Operat
 	}
 	if u.refusals.Add(-1) >= 0 {
 		return nil, api.StatusErrorf(503, "Failed to start device %q: Network %q unavailable on this server", "eth0", "incusbr0")
+	}
+	if u.createCancel != nil {
+		u.createCancel()
+		u.createCancel = nil
+		u.cancelledStart = req.Start
+		return nil, fmt.Errorf("%w (operation cancelled)", context.Canceled)
 	}
 	return u.Client.CreateInstance(req)
 }
@@ -239,6 +249,20 @@ func TestCreateRetriesUnavailableNetwork(t *testing.T) {
 	st, err := in.Status(ctxFor(t, time.Minute))
 	is.NoErr(err)
 	is.Equal(st, api.Running)
+
+	// ctx ends while the creation after a refusal is in flight: that
+	// creation makes the instance stopped (to wait at its start, not
+	// create and delete one per retry), and the error still says why.
+	c.refusals.Store(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.createCancel = cancel
+	_, err = m2.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
+	t.Logf("create cancelled after a refusal: %v", err)
+	is.True(!c.cancelledStart)
+	is.True(errors.Is(err, instance.ErrUnavailable))
+	is.True(errors.Is(err, context.Canceled))
+	is.True(strings.Contains(err.Error(), `"incusbr0" unavailable`))
 
 	// Not retried: ctx ends first, or another error.
 	c.refusals.Store(1000)

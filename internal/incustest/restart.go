@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lxc/incus/v6/shared/api"
 )
 
 // Restart stops incusd with SIGTERM, which leaves the instances running, and
@@ -128,12 +130,12 @@ func (d *Daemon) RestartWithBridgeDown(ctx context.Context) (release func(), err
 			release()
 			return nil, err
 		}
-		down, err := d.networkDown()
-		if err != nil || down {
-			if err != nil {
-				release()
-				return nil, err
-			}
+		down, err := d.networksDown()
+		if err != nil {
+			release()
+			return nil, err
+		}
+		if len(down) > 0 {
 			return release, nil
 		}
 		release()
@@ -143,19 +145,20 @@ func (d *Daemon) RestartWithBridgeDown(ctx context.Context) (release func(), err
 	}
 }
 
-// networkDown reports whether incusd has a network out of service (an
-// unresolved "Network unavailable" warning).
-func (d *Daemon) networkDown() (bool, error) {
+// networksDown returns incusd's warnings about networks out of service
+// (unresolved "Network unavailable" warnings).
+func (d *Daemon) networksDown() ([]api.Warning, error) {
 	ws, err := d.Client.GetWarnings()
 	if err != nil {
-		return false, fmt.Errorf("incustest: warnings: %w", err)
+		return nil, fmt.Errorf("incustest: warnings: %w", err)
 	}
+	var down []api.Warning
 	for _, w := range ws {
 		if w.Type == networkUnavailable && w.Status != "resolved" {
-			return true, nil
+			down = append(down, w)
 		}
 	}
-	return false, nil
+	return down, nil
 }
 
 // networkUnavailable is the type of the warning incusd records for a network
@@ -175,15 +178,12 @@ const networkUnavailable = "Network unavailable"
 func (d *Daemon) WaitNetworks(ctx context.Context, logf func(format string, args ...any)) error {
 	seen := map[string]bool{}
 	for {
-		ws, err := d.Client.GetWarnings()
+		down, err := d.networksDown()
 		if err != nil {
-			return fmt.Errorf("incustest: warnings: %w", err)
+			return err
 		}
 		var last string
-		for _, w := range ws {
-			if w.Type != networkUnavailable || w.Status == "resolved" {
-				continue
-			}
+		for _, w := range down {
 			last = w.LastMessage
 			key := fmt.Sprint(w.UUID, w.Count)
 			if logf != nil && !seen[key] {
