@@ -59,29 +59,14 @@ func (in *Instance) Start(ctx context.Context) error {
 // instance's network is out of service (isNetworkUnavailable) is tried
 // again, after 100 ms doubling up to 2 s, as long as ctx allows.
 func (in *Instance) start(ctx context.Context) error {
-	backoff := networkRetryStart
-	var refused error // the server's last refusal for the network
+	var retry networkRetry
 	for {
 		err := in.changeState(ctx, api.InstanceStatePut{Action: "start"})
 		if err == nil || isAlreadyRunning(err) {
 			return nil
 		}
-		if refused != nil && ctx.Err() != nil && !isNetworkUnavailable(err) {
-			// ctx ended during a retry: say why it was retried.
-			return fmt.Errorf("%w (then: %w)", refused, err)
-		}
-		if !isNetworkUnavailable(err) || ctx.Err() != nil {
+		if err := retry.wait(ctx, err, in.m.log, "network unavailable; retrying start", "name", in.name); err != nil {
 			return err
-		}
-		refused = err
-		in.m.log.Info("network unavailable; retrying start", "name", in.name, "in", backoff, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-			backoff = min(2*backoff, networkRetryMax)
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
 	}
 }

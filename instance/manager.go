@@ -249,8 +249,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 		c = t.UseTarget(spec.Target)
 	}
 	const attempts = 8
-	backoff := networkRetryStart
-	var refused error // the server's last refusal for the network
+	var retry networkRetry
 	startLater := false
 	for attempt := 1; ; attempt++ {
 		name := spec.Name
@@ -276,37 +275,22 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 			m.log.Debug("instance name taken; retrying", "name", name)
 			continue
 		}
-		if refused != nil && ctx.Err() != nil && !isNetworkUnavailable(err) {
-			// ctx ended during a retry: say why it was retried.
-			return nil, fmt.Errorf("%w (then: %w)", refused, err)
-		}
 		if isNetworkUnavailable(err) && ctx.Err() == nil && req.Start {
 			// The creation's start was refused for the network:
 			// create the next one stopped and wait at its start,
 			// rather than create and delete one every few seconds
 			// for as long as incusd takes (a minute).
 			m.log.Info("network unavailable; creating the instance stopped, to start it when the network is back", "name", name, "err", err)
-			refused, req.Start, startLater = err, false, true
+			retry.refused, req.Start, startLater = err, false, true
 			attempt--
 			continue
 		}
-		if isNetworkUnavailable(err) && ctx.Err() == nil {
-			refused = err
-			// incusd starts the network again a minute after a failed
-			// start: retry while ctx allows.
-			m.log.Info("network unavailable; retrying creation", "name", name, "in", backoff, "err", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-				backoff = min(2*backoff, networkRetryMax)
-				attempt--
-				continue
-			case <-ctx.Done():
-				t.Stop()
-				return nil, fmt.Errorf("%w (%w)", err, context.Cause(ctx))
-			}
+		// Any other refusal for the network waits and tries again, as
+		// a start does (see networkRetry); other failures end here.
+		if err := retry.wait(ctx, err, m.log, "network unavailable; retrying creation", "name", name); err != nil {
+			return nil, err
 		}
-		return nil, err
+		attempt--
 	}
 	in := m.Instance(req.Name)
 	if startLater {
@@ -324,11 +308,49 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Instance, error) {
 	return in, nil
 }
 
-// Backoff of Create's retries while a network is unavailable.
+// Backoff of the retries while a network is unavailable.
 const (
 	networkRetryStart = 100 * time.Millisecond
 	networkRetryMax   = 2 * time.Second
 )
+
+// networkRetry paces the tries of a creation or start that the server
+// refuses because the instance's network is out of service: incusd starts
+// the network again a minute after a failed start, so they go on, 100 ms
+// apart doubling up to 2 s, as long as ctx allows. Its zero value is
+// ready to use.
+type networkRetry struct {
+	next    time.Duration
+	refused error // the server's last refusal for the network
+}
+
+// wait returns err itself when it is not a refusal for the network or ctx
+// has ended (with, when ctx ended during a retry, the refusal that was
+// being retried); otherwise it logs msg with args, waits for the next try
+// and returns nil, or err with ctx's cause when ctx ends first.
+func (r *networkRetry) wait(ctx context.Context, err error, log *slog.Logger, msg string, args ...any) error {
+	if !isNetworkUnavailable(err) || ctx.Err() != nil {
+		if r.refused != nil && ctx.Err() != nil && !isNetworkUnavailable(err) {
+			// ctx ended during a retry: say why it was retried.
+			return fmt.Errorf("%w (then: %w)", r.refused, err)
+		}
+		return err
+	}
+	r.refused = err
+	if r.next == 0 {
+		r.next = networkRetryStart
+	}
+	log.Info(msg, append(args, "in", r.next, "err", err)...)
+	t := time.NewTimer(r.next)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		r.next = min(2*r.next, networkRetryMax)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+	}
+}
 
 // isNetworkUnavailable reports the error a daemon gives, with status 503,
 // when an instance's NIC needs a network it has out of service (its start
