@@ -61,6 +61,9 @@ type Daemon struct {
 	exited  chan struct{}
 	log     *slog.Logger
 	stopped bool
+	// bridges are the managed bridges Stop found, whose firewall chains
+	// checkNothingLeft looks for.
+	bridges []string
 }
 
 // Start launches a private incusd with its own INCUS_DIR under the system's
@@ -313,7 +316,8 @@ func UniqueName(prefix string) string {
 
 // Stop deletes everything the daemon holds (instances, images, profiles'
 // devices, networks, ACLs, storage), shuts it down, and checks that no process,
-// mount or loop device of its own is left; then removes its directory.
+// mount, loop device or firewall chain of its own is left; then removes its
+// directory.
 func (d *Daemon) Stop(ctx context.Context) error {
 	if d == nil || d.stopped {
 		return nil
@@ -321,7 +325,18 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	d.stopped = true
 	defer untrack(d)
 	var errs []error
+	bridges := []string{}
+	if d.Network != "" {
+		bridges = append(bridges, d.Network)
+	}
 	if d.Client != nil {
+		if nets, err := d.Client.GetNetworks(); err == nil {
+			for _, n := range nets {
+				if n.Managed && n.Type == "bridge" && n.Name != d.Network {
+					bridges = append(bridges, n.Name)
+				}
+			}
+		}
 		errs = append(errs, d.Empty(ctx))
 		if err := d.shutdown(ctx); err != nil {
 			errs = append(errs, err)
@@ -331,6 +346,15 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-d.exited
 	}
+	// incusd removes a bridge's nftables chains when it deletes the
+	// bridge, but not always: a killed daemon leaves them, and a deletion
+	// retried after a failure that had already taken the interface down
+	// finds the bridge not running and skips them (seen beside other
+	// daemons' work). The host keeps them for good, so they go here.
+	for _, b := range bridges {
+		errs = append(errs, ClearFirewall(b))
+	}
+	d.bridges = bridges
 	if err := d.waitNothingLeft(ctx); err != nil {
 		errs = append(errs, err)
 	} else if d.Dir != "" {
@@ -501,7 +525,7 @@ func (d *Daemon) waitNothingLeft(ctx context.Context) error {
 }
 
 // checkNothingLeft finds processes, mounts and loop devices that still refer
-// to the daemon's directory or bridge.
+// to the daemon's directory or bridge, and its bridges' firewall chains.
 func (d *Daemon) checkNothingLeft() error {
 	var left []string
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
@@ -535,6 +559,15 @@ func (d *Daemon) checkNothingLeft() error {
 	if d.Network != "" {
 		if _, err := net.InterfaceByName(d.Network); err == nil {
 			left = append(left, "network interface "+d.Network)
+		}
+	}
+	for _, b := range d.bridges {
+		chains, err := FirewallChains(b)
+		if err != nil {
+			left = append(left, "nftables chains of "+b+" unknown: "+err.Error())
+		}
+		for _, c := range chains {
+			left = append(left, "nftables chain "+c)
 		}
 	}
 	if len(left) > 0 {

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +92,38 @@ func TestDaemonStopRemovesEverything(t *testing.T) {
 	is.NoErr(d.Stop(ctx))
 	_, err = os.Stat(d.Dir)
 	is.True(os.IsNotExist(err))
+}
+
+// TestStopClearsFirewallIncusSkips takes a daemon's bridge interface and
+// its dnsmasq away behind its back: incusd then deletes the network without
+// removing its nftables chains (it tears down only a bridge it finds up),
+// which would stay in the host's ruleset for good. Stop removes them.
+func TestStopClearsFirewallIncusSkips(t *testing.T) {
+	is := is.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d, err := incustest.Start(ctx, incustest.Options{Pool: "dir"})
+	if err != nil {
+		incustest.SkipOrFail(t, err)
+	}
+	chains, err := incustest.FirewallChains(d.Network)
+	is.NoErr(err)
+	is.True(len(chains) > 0) // the bridge's firewall is there
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if args := string(b); strings.HasPrefix(args, "dnsmasq\x00") && strings.Contains(args, "\x00--interface="+d.Network+"\x00") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			is.NoErr(syscall.Kill(pid, syscall.SIGKILL))
+		}
+	}
+	out, err := exec.Command("ip", "link", "delete", d.Network).CombinedOutput()
+	is.True(err == nil || strings.Contains(string(out), "Cannot find device"))
+	// Stop deletes the network through incusd, then clears what it left.
+	is.NoErr(d.Stop(ctx))
+	chains, err = incustest.FirewallChains(d.Network)
+	is.NoErr(err)
+	is.Equal(chains, []string(nil))
 }
 
 func execIn(ctx context.Context, c incus.InstanceServer, name string, argv []string, stdout *bytes.Buffer) error {

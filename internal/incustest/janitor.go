@@ -2,6 +2,7 @@ package incustest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,7 +17,8 @@ import (
 // binary killed by SIGKILL never reaches its teardown. A daemon directory is
 // named incustest-<pid>-<random>; when <pid> is no longer alive, its
 // processes (incusd, LXC monitors and their containers, dnsmasq) are killed,
-// its mounts and loop devices released, its bridges deleted and the
+// its mounts and loop devices released, its bridges and their nftables
+// chains deleted and the
 // directory removed. Errors are returned but do not stop the sweep.
 func sweepStale() error {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "incustest-*-*"))
@@ -108,10 +110,12 @@ func sweepDir(dir string) error {
 	reapZombies()
 	// Bridges the daemon created are recorded under networks/.
 	nets, _ := os.ReadDir(filepath.Join(dir, "networks"))
+	var errs []error
 	for _, n := range nets {
 		if _, err := net.InterfaceByName(n.Name()); err == nil {
 			_ = exec.Command("ip", "link", "delete", n.Name()).Run()
 		}
+		errs = append(errs, ClearFirewall(n.Name()))
 	}
 	// Unmount deepest first.
 	var mounts []string
@@ -136,9 +140,9 @@ func sweepDir(dir string) error {
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // refersTo reports whether the process at procDir (/proc/<pid>) belongs to

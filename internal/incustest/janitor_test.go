@@ -45,7 +45,7 @@ func TestChildLeavesDaemon(t *testing.T) {
 
 // TestSweepAfterKill kills a test process that holds a daemon and a running
 // container, then checks that the next Start sweeps all it left: processes,
-// bridge, directory.
+// bridge, the bridge's nftables chains, directory.
 func TestSweepAfterKill(t *testing.T) {
 	is := is.New(t)
 	incustest.Shared(t) // skips or fails like every integration test
@@ -65,6 +65,9 @@ func TestSweepAfterKill(t *testing.T) {
 	is.NoErr(cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	is.True(referencing(dir) > 0) // the kill left the daemon behind
+	chains, err := incustest.FirewallChains(network)
+	is.NoErr(err)
+	is.True(len(chains) > 0) // and its bridge's firewall in the host's ruleset
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -77,6 +80,9 @@ func TestSweepAfterKill(t *testing.T) {
 	is.True(os.IsNotExist(err))
 	_, err = os.Stat(filepath.Join("/sys/class/net", network))
 	is.True(os.IsNotExist(err))
+	chains, err = incustest.FirewallChains(network)
+	is.NoErr(err)
+	is.Equal(chains, []string(nil))
 }
 
 // referencing counts live processes whose command line names dir or whose

@@ -289,12 +289,22 @@ func killOnce(t *testing.T, d *incustest.Daemon, shared, root, source, target st
 	if killedIn == "network" && removeUnmanagedBridge(t, d, bridge) {
 		r.incusBridge = true
 	}
+	// Whatever the phase, nothing of the owner's bridge may stay in the
+	// host's firewall.
+	chains, err := incustest.FirewallChains(bridge)
+	if err != nil {
+		t.Errorf("nftables chains of %s: %v", bridge, err)
+	}
+	for _, c := range chains {
+		r.leaks = append(r.leaks, "nftables chain "+c)
+	}
 	return r
 }
 
 // removeUnmanagedBridge removes what Incus left of a network whose creation
-// was cut short: the bridge interface and the dnsmasq serving it (found by
-// its command line naming the bridge and the daemon's directory).
+// was cut short: the bridge interface, the dnsmasq serving it (found by its
+// command line naming the bridge and the daemon's directory) and its
+// nftables chains.
 func removeUnmanagedBridge(t *testing.T, d *incustest.Daemon, bridge string) (found bool) {
 	t.Helper()
 	for quiet := 0; quiet < 10; quiet++ {
@@ -318,6 +328,17 @@ func removeUnmanagedBridge(t *testing.T, d *incustest.Daemon, bridge string) (fo
 			found, quiet = true, 0
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Its firewall chains stay in the host's ruleset too.
+	chains, err := incustest.FirewallChains(bridge)
+	if err != nil {
+		t.Errorf("nftables chains of %s: %v", bridge, err)
+	}
+	if len(chains) > 0 {
+		found = true
+		if err := incustest.ClearFirewall(bridge); err != nil {
+			t.Errorf("%v", err)
+		}
 	}
 	return found
 }
