@@ -10,6 +10,8 @@ import (
 
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/incusexec/incusexec/netbridge"
+	incus "github.com/lxc/incus/v6/client"
+	"github.com/lxc/incus/v6/shared/api"
 	"github.com/matryer/is"
 )
 
@@ -58,27 +60,14 @@ func TestEnsureRestoresExplicitKeys(t *testing.T) {
 	other, err := netbridge.PickSubnet(prefix+"drift", netip.MustParsePrefix("10.0.0.0/8"), 24, append(taken, gw.Masked()))
 	is.NoErr(err)
 
-	// By hand, as `incus network set` would. incusd 6.0.4 fails a bridge
-	// update when another daemon's veth vanishes meanwhile (README, Known
-	// issues): try again then, as an operator would.
-	for attempt := 1; ; attempt++ {
-		cur, etag, err := d.Client.GetNetwork(n.Name)
-		is.NoErr(err)
-		put := cur.Writable()
+	// By hand, as `incus network set` would.
+	updateByHand(t, d.Client, n.Name, func(put *api.NetworkPut) {
 		put.Config["ipv4.address"] = other.String()
 		put.Config["ipv4.dhcp.ranges"] = at(other, 100).String() + "-" + at(other, 120).String()
 		put.Config["ipv6.address"] = ula(2).String()
 		put.Config["ipv6.nat"] = "true"
 		delete(put.Config, "security.acls")
-		err = d.Client.UpdateNetwork(n.Name, put, etag)
-		if err != nil && attempt < 5 && strings.Contains(err.Error(), "does not exist") {
-			t.Logf("update by hand, attempt %d: %v", attempt, err)
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		is.NoErr(err)
-		break
-	}
+	})
 
 	fixed, err := m.Ensure(ctx, spec)
 	is.NoErr(err)
@@ -98,4 +87,30 @@ func TestEnsureRestoresExplicitKeys(t *testing.T) {
 	final, err := m.Ensure(ctx, spec)
 	is.NoErr(err)
 	is.Equal(len(final.Changes), 0)
+}
+
+// updateByHand edits network name as an operator would with `incus network
+// set`. incusd 6.0.4 fails a bridge update when another daemon's veth or
+// bridge vanishes while it lists the host's links (README, Known issues):
+// the operator tries again then, and so does this, up to five times.
+func updateByHand(t *testing.T, c incus.InstanceServer, name string, edit func(*api.NetworkPut)) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		cur, etag, err := c.GetNetwork(name)
+		if err != nil {
+			t.Fatalf("get network %s: %v", name, err)
+		}
+		put := cur.Writable()
+		edit(&put)
+		err = c.UpdateNetwork(name, put, etag)
+		if err != nil && attempt < 5 && strings.Contains(err.Error(), "link show") && strings.Contains(err.Error(), "does not exist") {
+			t.Logf("update of %s by hand, attempt %d: %v", name, attempt, err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("update of %s by hand: %v", name, err)
+		}
+		return
+	}
 }

@@ -102,22 +102,20 @@ func TestEnsureCorrectsDriftInOwnedKeysOnly(t *testing.T) {
 	is.NoErr(err)
 
 	// By hand: NAT on, another MTU, a new description, and a key of our own.
-	net, etag, err := d.Client.GetNetwork(n.Name)
-	is.NoErr(err)
-	put := net.Writable()
-	put.Config["ipv4.nat"] = "true"
-	put.Config["bridge.mtu"] = "1300"
-	put.Config["user.note"] = "keep me"
-	put.Config["ipv4.dhcp.expiry"] = "2h"
-	put.Description = "edited"
-	is.NoErr(d.Client.UpdateNetwork(n.Name, put, etag))
+	updateByHand(t, d.Client, n.Name, func(put *api.NetworkPut) {
+		put.Config["ipv4.nat"] = "true"
+		put.Config["bridge.mtu"] = "1300"
+		put.Config["user.note"] = "keep me"
+		put.Config["ipv4.dhcp.expiry"] = "2h"
+		put.Description = "edited"
+	})
 
 	fixed, err := m.Ensure(ctx, spec)
 	is.NoErr(err)
 	is.Equal(len(fixed.Changes), 1)
 	is.Equal(fixed.Changes[0].Action, netbridge.Updated)
 	is.Equal(fixed.Changes[0].Keys, []string{"bridge.mtu", "description", "ipv4.nat"})
-	net, _, err = d.Client.GetNetwork(n.Name)
+	net, _, err := d.Client.GetNetwork(n.Name)
 	is.NoErr(err)
 	is.Equal(net.Config["ipv4.nat"], "false")
 	is.Equal(net.Config["bridge.mtu"], "1400")

@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -99,4 +102,46 @@ func ClearFirewall(bridge string) error {
 		return fmt.Errorf("incustest: deleting the nftables chains of bridge %s: %v: %s", bridge, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// sweepOrphanChains clears the firewall chains of test bridges (named by
+// reserveBridge, "ixt...") that no longer exist and that no live test daemon
+// knows: what a run of this package before Stop cleared them left on the
+// host. A bridge being deleted right now keeps its directory under its
+// daemon's networks/ until incusd has cleared its chains, so such a bridge is
+// left to incusd.
+func sweepOrphanChains() error {
+	if _, err := exec.LookPath("nft"); err != nil {
+		return nil
+	}
+	listing, err := nft("list", "table", "inet", "incus")
+	if err != nil {
+		if strings.Contains(err.Error(), "No such file or directory") {
+			return nil
+		}
+		return err
+	}
+	known := map[string]bool{}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "incustest-*-*", "networks", "*"))
+	for _, d := range dirs {
+		known[filepath.Base(d)] = true
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for _, line := range strings.Split(listing, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "chain" {
+			continue
+		}
+		_, bridge, ok := strings.Cut(f[1], ".")
+		if !ok || !strings.HasPrefix(bridge, "ixt") || seen[bridge] || known[bridge] {
+			continue
+		}
+		seen[bridge] = true
+		if _, err := net.InterfaceByName(bridge); err == nil {
+			continue
+		}
+		errs = append(errs, ClearFirewall(bridge))
+	}
+	return errors.Join(errs...)
 }

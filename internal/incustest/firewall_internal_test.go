@@ -1,6 +1,11 @@
 package incustest
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/matryer/is"
@@ -41,4 +46,38 @@ func TestFirewallChainsNeedsABridge(t *testing.T) {
 	is := is.New(t)
 	_, err := FirewallChains("")
 	is.True(err != nil)
+}
+
+// TestSweepOrphanChains plants chains of two test bridges that do not
+// exist, one of them known to a live daemon directory (as a bridge being
+// deleted is): only the unknown one's go.
+func TestSweepOrphanChains(t *testing.T) {
+	is := is.New(t)
+	if _, err := exec.LookPath("nft"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs nft and root")
+	}
+	gone, known := UniqueName("ixt"), UniqueName("ixt")
+	dir, err := os.MkdirTemp("", fmt.Sprintf("incustest-%d-", os.Getpid()))
+	is.NoErr(err)
+	defer os.RemoveAll(dir)
+	is.NoErr(os.MkdirAll(filepath.Join(dir, "networks", known), 0o755))
+	script := "add table inet incus\n"
+	for _, b := range []string{gone, known} {
+		script += fmt.Sprintf("add chain inet incus in.%s\nadd chain inet incus fwd.%s\n", b, b)
+	}
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("planting the chains: %v: %s", err, out)
+	}
+	defer func() { _ = ClearFirewall(known) }()
+
+	is.NoErr(sweepOrphanChains())
+	chains, err := FirewallChains(gone)
+	is.NoErr(err)
+	is.Equal(chains, []string(nil)) // the orphan's chains are gone
+	chains, err = FirewallChains(known)
+	is.NoErr(err)
+	is.Equal(chains, []string{"inet incus in." + known, "inet incus fwd." + known}) // a known bridge's stay
 }

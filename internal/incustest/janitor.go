@@ -18,8 +18,9 @@ import (
 // named incustest-<pid>-<random>; when <pid> is no longer alive, its
 // processes (incusd, LXC monitors and their containers, dnsmasq) are killed,
 // its mounts and loop devices released, its bridges and their nftables
-// chains deleted and the
-// directory removed. Errors are returned but do not stop the sweep.
+// chains deleted and the directory removed; the chains of test bridges gone
+// earlier go too (sweepOrphanChains). Errors are returned but do not stop
+// the sweep.
 func sweepStale() error {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "incustest-*-*"))
 	var errs []string
@@ -31,6 +32,9 @@ func sweepStale() error {
 		if err := sweepDir(dir); err != nil {
 			errs = append(errs, err.Error())
 		}
+	}
+	if err := sweepOrphanChains(); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("incustest: sweeping stale daemons: %s", strings.Join(errs, "; "))
