@@ -77,12 +77,7 @@ func TestSharedDaemonIsReused(t *testing.T) {
 // loop device or bridge of the daemon is left.
 func TestDaemonStopRemovesEverything(t *testing.T) {
 	is := is.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	d, err := incustest.Start(ctx, incustest.Options{Pool: "dir"})
-	if err != nil {
-		incustest.SkipOrFail(t, err)
-	}
+	ctx, d := startOwn(t)
 	d.BusyboxImage(t)
 	op, err := d.Client.CreateInstance(api.InstancesPost{
 		Name: "left", Source: api.InstanceSource{Type: "image", Alias: incustest.BusyboxAlias}, Start: true,
@@ -94,18 +89,26 @@ func TestDaemonStopRemovesEverything(t *testing.T) {
 	is.True(os.IsNotExist(err))
 }
 
+// startOwn starts a daemon of the test's own on a dir pool, which the test
+// stops; ctx ends after three minutes.
+func startOwn(t *testing.T) (context.Context, *incustest.Daemon) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	d, err := incustest.Start(ctx, incustest.Options{Pool: "dir"})
+	if err != nil {
+		incustest.SkipOrFail(t, err)
+	}
+	return ctx, d
+}
+
 // TestStopClearsFirewallIncusSkips takes a daemon's bridge interface and
 // its dnsmasq away behind its back: incusd then deletes the network without
 // removing its nftables chains (it tears down only a bridge it finds up),
 // which would stay in the host's ruleset for good. Stop removes them.
 func TestStopClearsFirewallIncusSkips(t *testing.T) {
 	is := is.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	d, err := incustest.Start(ctx, incustest.Options{Pool: "dir"})
-	if err != nil {
-		incustest.SkipOrFail(t, err)
-	}
+	ctx, d := startOwn(t)
 	chains, err := incustest.FirewallChains(d.Network)
 	is.NoErr(err)
 	is.True(len(chains) > 0) // the bridge's firewall is there
