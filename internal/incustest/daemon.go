@@ -347,10 +347,10 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		<-d.exited
 	}
 	// incusd removes a bridge's nftables chains when it deletes the
-	// bridge, but not always: a killed daemon leaves them, and a deletion
-	// retried after a failure that had already taken the interface down
-	// finds the bridge not running and skips them (seen beside other
-	// daemons' work). The host keeps them for good, so they go here.
+	// bridge, but only when it finds the bridge's interface up: a killed
+	// daemon leaves them, and so does a deletion of a bridge that went
+	// down meanwhile (one bridge's in a whole run of the tests, beside
+	// other daemons' work). The host keeps them for good, so they go here.
 	for _, b := range bridges {
 		errs = append(errs, ClearFirewall(b))
 	}

@@ -68,14 +68,29 @@ func nft(args ...string) (string, error) {
 // <purpose>.<bridge>.
 func chainsNamedFor(listing, bridge string) []string {
 	var out []string
+	for _, c := range bridgeChains(listing) {
+		if c.bridge == bridge {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+type bridgeChain struct{ name, bridge string }
+
+// bridgeChains lists the chains of a listing of one table that are named
+// <purpose>.<something>, with that something: a bridge's name for a
+// network's chains.
+func bridgeChains(listing string) []bridgeChain {
+	var out []bridgeChain
 	s := bufio.NewScanner(strings.NewReader(listing))
 	for s.Scan() {
 		f := strings.Fields(s.Text())
 		if len(f) < 2 || f[0] != "chain" {
 			continue
 		}
-		if purpose, name, ok := strings.Cut(f[1], "."); ok && purpose != "" && name == bridge {
-			out = append(out, f[1])
+		if purpose, bridge, ok := strings.Cut(f[1], "."); ok && purpose != "" {
+			out = append(out, bridgeChain{name: f[1], bridge: bridge})
 		}
 	}
 	return out
@@ -128,13 +143,9 @@ func sweepOrphanChains() error {
 	}
 	seen := map[string]bool{}
 	var errs []error
-	for _, line := range strings.Split(listing, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "chain" {
-			continue
-		}
-		_, bridge, ok := strings.Cut(f[1], ".")
-		if !ok || !strings.HasPrefix(bridge, "ixt") || seen[bridge] || known[bridge] {
+	for _, c := range bridgeChains(listing) {
+		bridge := c.bridge
+		if !strings.HasPrefix(bridge, "ixt") || seen[bridge] || known[bridge] {
 			continue
 		}
 		seen[bridge] = true
