@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +104,7 @@ func updateByHand(t *testing.T, c incus.InstanceServer, name string, edit func(*
 		put := cur.Writable()
 		edit(&put)
 		err = c.UpdateNetwork(name, put, etag)
-		if err != nil && attempt < 60 && strings.Contains(err.Error(), "link show") && strings.Contains(err.Error(), "does not exist") {
+		if err != nil && attempt < 60 && netbridge.IsVanishedLink(err) {
 			t.Logf("update of %s by hand, attempt %d: %v", name, attempt, err)
 			time.Sleep(500 * time.Millisecond)
 			continue
