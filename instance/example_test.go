@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -121,5 +123,47 @@ func ExampleInstance_Addresses() {
 		if a.NIC == "eth0" && a.Addr.Is4() {
 			fmt.Println("server at", net.JoinHostPort(a.Addr.String(), "4711"))
 		}
+	}
+}
+
+// A run of many short commands on an instance of the server on this host
+// (an autopkgtest testbed, say): their output comes through a directory
+// the host and the instance share, not through the server; at the end
+// the instance is discarded, left to the server to stop and delete.
+func ExampleInstance_UseOutputDir() {
+	ctx := context.Background()
+	c, err := incus.ConnectIncusUnix("", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	m, err := instance.New(c, instance.Config{Owner: "testbed"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	dir, err := instance.NewOutputDir("", "/var/lib/incusexec/output")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(filepath.Dir(dir.Host))
+	in, err := m.Create(ctx, instance.Spec{
+		Image:     "artifact/debian",
+		Ephemeral: true,
+		Devices:   map[string]map[string]string{"output": dir.Device()},
+		Ready:     instance.Ready{Systemd: true, Timeout: 2 * time.Minute},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer in.Discard(ctx)
+	if err := in.UseOutputDir(ctx, dir); err != nil {
+		log.Print(err) // the commands go through the server's recorded output instead
+	}
+	for _, pkg := range []string{"dpkg", "apt", "libc6"} {
+		var out bytes.Buffer
+		if _, err := in.Exec(ctx, executor.Cmd{Args: []string{"dpkg-query", "-W", pkg}, Stdout: &out}); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Print(out.String())
 	}
 }

@@ -101,13 +101,19 @@ func (in *Instance) killGrace(cmd executor.Cmd) time.Duration {
 	return in.m.cfg.KillGrace
 }
 
-// exec runs req on the recorded path when it can, else on websockets.
+// exec runs req with its output through the instance's output directory
+// when it has one, else on the recorded path when it can, else on
+// websockets.
 func (in *Instance) exec(ctx context.Context, req api.InstanceExecPost, cmd executor.Cmd, killGrace time.Duration) (int, error) {
 	raw, ok := in.m.c.(rawAPI)
-	if cmd.Stream || !ok || !raw.HasExtension("container_exec_recording") {
+	if cmd.Stream || !ok {
 		return in.execStream(ctx, req, cmd, killGrace)
 	}
-	code, err := in.execRecorded(ctx, raw, req, cmd, killGrace)
+	dir := in.outputDir()
+	if dir == nil && !raw.HasExtension("container_exec_recording") {
+		return in.execStream(ctx, req, cmd, killGrace)
+	}
+	code, err := in.execRecorded(ctx, raw, req, cmd, killGrace, dir)
 	if errors.Is(err, errNoWrapper) {
 		in.m.log.Debug("exec: no "+wrapperShell+", output on websockets", "name", in.name)
 		return in.execStream(ctx, req, cmd, killGrace)

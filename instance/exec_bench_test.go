@@ -16,9 +16,9 @@ import (
 )
 
 // BenchmarkExecPaths times one command through Exec's recorded default,
-// its websocket path (Cmd.Stream) and `incus exec`, in rotating order on one
-// busybox container, and prints medians with ratios side by side. Run it
-// once:
+// its websocket path (Cmd.Stream), `incus exec` and an output directory
+// (UseOutputDir), in rotating order on one busybox container, and prints
+// medians with ratios side by side. Run it once:
 //
 //	go test -run '^$' -bench ExecPaths -benchtime 1x ./instance/
 func BenchmarkExecPaths(b *testing.B) {
@@ -30,11 +30,21 @@ func BenchmarkExecPaths(b *testing.B) {
 	}
 	defer m.Close()
 	ctx := context.Background()
-	in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias})
+	outDir, err := instance.NewOutputDir(b.TempDir(), "/var/lib/incusexec/output")
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := m.Create(ctx, instance.Spec{Image: incustest.BusyboxAlias,
+		Devices: map[string]map[string]string{"output": outDir.Device()}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer in.Delete(ctx)
+	// The same container through an output directory: another handle.
+	shared := m.Instance(in.Name())
+	if err := shared.UseOutputDir(ctx, outDir); err != nil {
+		b.Fatal(err)
+	}
 	fmt.Println(benchHeader)
 	for _, c := range []struct {
 		name string
@@ -45,7 +55,7 @@ func BenchmarkExecPaths(b *testing.B) {
 		{"echo 64 KiB", 41, []string{"head", "-c", "65536", "/dev/zero"}},
 		{"sleep 2; echo", 5, []string{"sh", "-c", "sleep 2; echo done"}},
 	} {
-		lib := func(stream bool) func() error {
+		lib := func(in *instance.Instance, stream bool) func() error {
 			return func() error {
 				var out bytes.Buffer
 				code, err := in.Exec(ctx, executor.Cmd{Args: c.args, Stream: stream, Stdout: &out})
@@ -60,7 +70,7 @@ func BenchmarkExecPaths(b *testing.B) {
 			cmd.Env = append(os.Environ(), "INCUS_DIR="+d.Dir)
 			return cmd.Run()
 		}
-		sides := []func() error{lib(false), lib(true), cli}
+		sides := []func() error{lib(in, false), lib(in, true), cli, lib(shared, false)}
 		times := make([][]time.Duration, len(sides))
 		for i := range c.runs {
 			for j := range sides {
@@ -72,10 +82,10 @@ func BenchmarkExecPaths(b *testing.B) {
 				times[k] = append(times[k], time.Since(t0))
 			}
 		}
-		rec, ws, ref := med(times[0]), med(times[1]), med(times[2])
-		fmt.Printf("| %s (×%d) | %v | %v | %v | %.2fx | %.2fx | %.2fx |\n", c.name, c.runs,
-			rec.Round(100*time.Microsecond), ws.Round(100*time.Microsecond), ref.Round(100*time.Microsecond),
-			float64(rec)/float64(ref), float64(ws)/float64(ref), float64(rec)/float64(ws))
+		rec, ws, ref, dir := med(times[0]), med(times[1]), med(times[2]), med(times[3])
+		fmt.Printf("| %s (×%d) | %v | %v | %v | %v | %.2fx | %.2fx | %.2fx | %.2fx |\n", c.name, c.runs,
+			rec.Round(100*time.Microsecond), ws.Round(100*time.Microsecond), ref.Round(100*time.Microsecond), dir.Round(100*time.Microsecond),
+			float64(rec)/float64(ref), float64(ws)/float64(ref), float64(rec)/float64(ws), float64(dir)/float64(rec))
 	}
 }
 
@@ -85,4 +95,4 @@ func med(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-const benchHeader = "| command | recorded (default) p50 | websocket (Stream) p50 | incus exec p50 | recorded/incus | websocket/incus | recorded/websocket |\n|---|---|---|---|---|---|---|"
+const benchHeader = "| command | recorded (default) p50 | websocket (Stream) p50 | incus exec p50 | output directory p50 | recorded/incus | websocket/incus | recorded/websocket | directory/recorded |\n|---|---|---|---|---|---|---|---|---|"

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,19 +47,28 @@ const followEvery = time.Second
 // websocket path may run the command instead.
 var errNoWrapper = errors.New("no " + wrapperShell + " in the instance")
 
-// recording is one recorded exec's output files on the server.
+// recording is one recorded exec's output files on the server, or in an
+// output directory.
 type recording struct {
 	srv    *rawServer
 	base   string // API path of the files, without the suffix
+	local  string // or: their path on this host, without the suffix (an output directory)
 	stdout *follower
 	stderr *follower
 }
 
-func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.InstanceExecPost, cmd executor.Cmd, killGrace time.Duration) (int, error) {
+// execRecorded runs req with its output recorded in files: the server's
+// (dir nil) or those of an output directory.
+func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.InstanceExecPost, cmd executor.Cmd, killGrace time.Duration, dir *OutputDir) (int, error) {
 	runCtx, cancel := execContext(ctx, cmd.Timeout)
 	defer cancel()
 	name := req.Command[0]
 	req, fifo := recordedRequest(req, cmd.Stdin != nil)
+	var shared sharedFiles
+	if dir != nil {
+		shared = newSharedFiles(dir)
+		req = sharedRequest(req, shared)
+	}
 	srv, err := newRawServer(raw)
 	if err != nil {
 		return -1, fmt.Errorf("%w: instance %s: exec %s: %w", ErrExec, in.name, name, err)
@@ -68,14 +79,19 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	}
 	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
 	rec := in.newRecording(srv, id, stdout, stderr)
+	rec.local = shared.host
 	// The files go once the output is delivered, behind the caller's
 	// back: a removal costs two requests the caller need not wait for
 	// (Manager.Close waits; GC collects what a killed process left).
 	// Small output of a command that ended may stay with the instance
-	// (Config.KeepExecOutputUpTo).
+	// (Config.KeepExecOutputUpTo). An output directory's files cost
+	// nothing to remove.
 	keep := false
 	defer func() {
-		if !keep {
+		switch {
+		case dir != nil:
+			shared.remove()
+		case !keep:
 			in.m.later(func() { rec.remove(in) })
 		}
 	}()
@@ -94,6 +110,11 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 		}
 	}
 	code, err := in.recordedResult(name, rec, w.res, stopErr)
+	if err == nil && dir != nil && rec.stderr.missing {
+		// The wrapper writes its pid line before anything runs: no file,
+		// no run (a missing shell is errNoWrapper above).
+		return -1, fmt.Errorf("%w: instance %s: exec %s: %w: %s, %s on this host: %w", ErrExec, in.name, name, ErrOutputDir, dir.Guest, dir.Host, errNotShared)
+	}
 	keep = err == nil && in.m.cfg.KeepExecOutputUpTo > 0 && rec.size() <= in.m.cfg.KeepExecOutputUpTo
 	return code, err
 }
@@ -365,6 +386,8 @@ type follower struct {
 	held      []byte // start of the file while the header is incomplete
 	sawMarker bool
 	pid       int
+
+	missing bool // an output directory's file was not there at the end
 }
 
 // path is the file's API path, with the project.
@@ -375,6 +398,9 @@ func (f *follower) url() string { return f.rec.srv.url + f.path() }
 // pull copies the bytes the file has beyond f.off. A file not there yet
 // (the operation creates it when it starts) has nothing new.
 func (f *follower) pull() (int64, error) {
+	if f.rec.local != "" {
+		return f.pullLocal()
+	}
 	req, err := http.NewRequest(http.MethodGet, f.url(), nil)
 	if err != nil {
 		return 0, err
@@ -409,6 +435,40 @@ func (f *follower) pull() (int64, error) {
 	n, err := io.Copy(writerFunc(f.consume), resp.Body)
 	return n, err
 }
+
+// pullLocal is pull from an output directory's file on this host. The
+// instance can replace its files (the command may delete its own output
+// file and put something else under its name): what is opened must be a
+// regular file, not a symbolic link to a file of this host (which this
+// process might read and the instance not) nor a FIFO (which would block).
+func (f *follower) pullLocal() (int64, error) {
+	file, err := os.OpenFile(f.rec.local+f.suffix, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not yet written; at the end, recordedResult says what that means.
+		f.missing = f.final
+		return 0, nil
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return 0, fmt.Errorf("%s: %w: a symbolic link", f.suffix, errNotRegular)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer file.Close()
+	if fi, err := file.Stat(); err != nil {
+		return 0, err
+	} else if !fi.Mode().IsRegular() {
+		return 0, fmt.Errorf("%s: %w: %s", f.suffix, errNotRegular, fi.Mode().Type())
+	}
+	if _, err := file.Seek(f.off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return io.Copy(writerFunc(f.consume), file)
+}
+
+// errNotRegular: an output directory's file was replaced by something
+// else; nothing is read from it.
+var errNotRegular = errors.New("not a regular file")
 
 // consume takes the file's next bytes: the pid line is held back and
 // parsed, the rest goes to the writer.

@@ -44,6 +44,15 @@ func TestExecRecordsAndRemovesOutput(t *testing.T) {
 	t.Parallel()
 	d, m, _ := setup(t, instance.Config{KillGrace: 500 * time.Millisecond})
 	in := launch(t, m, instance.Spec{})
+	execEndings(t, in, func(t *testing.T) {
+		instance.WaitCleanups(m) // the files go behind Exec's return
+		is.New(t).Equal(recordedFiles(t, d, in.Name()), []string{})
+	})
+}
+
+// execEndings runs commands that end every way there is in in, checking
+// what each gave the caller, then calls after.
+func execEndings(t *testing.T, in *instance.Instance, after func(t *testing.T)) {
 	var long strings.Builder
 	for i := 1; i <= 100000; i++ {
 		fmt.Fprintf(&long, "%d\n", i)
@@ -84,8 +93,7 @@ func TestExecRecordsAndRemovesOutput(t *testing.T) {
 			is.Equal(code, tc.code)
 			is.Equal(out.String(), tc.stdout)
 			is.Equal(errb.String(), tc.stderr)
-			instance.WaitCleanups(m) // the files go behind Exec's return
-			is.Equal(recordedFiles(t, d, in.Name()), []string{})
+			after(t)
 		})
 	}
 }
@@ -109,9 +117,15 @@ func (c cancelOn) Write(p []byte) (int, error) {
 // line has reached the caller: without live following it would never end.
 func TestExecFollowsRecordedOutput(t *testing.T) {
 	t.Parallel()
-	is := is.New(t)
 	_, m, _ := setup(t, instance.Config{})
 	in := launch(t, m, instance.Spec{})
+	execFollows(t, in)
+}
+
+// execFollows checks that in's Exec hands on a command's output while it
+// runs.
+func execFollows(t *testing.T, in *instance.Instance) {
+	is := is.New(t)
 	seen := make(chan struct{})
 	w := &notifyWriter{on: "started\n", seen: seen}
 	// The touch is an Exec of its own, which may still be reading its
@@ -215,6 +229,15 @@ func TestExecStdinRecorded(t *testing.T) {
 	t.Parallel()
 	d, m, _ := setup(t, instance.Config{KillGrace: 500 * time.Millisecond})
 	in := launch(t, m, instance.Spec{})
+	execStdin(t, in, func(t *testing.T) {
+		instance.WaitCleanups(m)
+		is.New(t).Equal(recordedFiles(t, d, in.Name()), []string{})
+	})
+}
+
+// execStdin feeds stdin to in's commands every way there is, checking what
+// each gave the caller, and calls after each.
+func execStdin(t *testing.T, in *instance.Instance, after func(t *testing.T)) {
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	for _, tc := range []struct {
 		name    string
@@ -249,8 +272,7 @@ func TestExecStdinRecorded(t *testing.T) {
 				is.True(out.String() == tc.stdout)
 			}
 			is.Equal(errb.String(), "")
-			instance.WaitCleanups(m)
-			is.Equal(recordedFiles(t, d, in.Name()), []string{})
+			after(t)
 		})
 	}
 	is := is.New(t)

@@ -267,6 +267,38 @@ func TestDeleteForcesRunningEphemeral(t *testing.T) {
 	is.True(api.StatusErrorCheck(err, 404))
 }
 
+// TestDiscard: a running ephemeral instance is left to the server to stop
+// and delete, which it does; any other is deleted before Discard returns;
+// one already gone is fine.
+func TestDiscard(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	d, m, logs := setup(t, instance.Config{})
+	ctx := ctxFor(t, time.Minute)
+	eph := launch(t, m, instance.Spec{Ephemeral: true})
+	is.NoErr(eph.Discard(ctx))
+	is.True(strings.Contains(logs.String(), "instance discarded")) // left to the server
+	for {
+		_, _, err := d.Client.GetInstance(eph.Name())
+		if api.StatusErrorCheck(err, 404) {
+			break
+		}
+		is.NoErr(err)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s still there a minute after Discard", eph.Name())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	is.NoErr(eph.Discard(ctx)) // gone: nothing to do
+
+	plain := launch(t, m, instance.Spec{})
+	is.NoErr(plain.Discard(ctx))
+	_, _, err := d.Client.GetInstance(plain.Name())
+	is.True(api.StatusErrorCheck(err, 404)) // deleted before Discard returned
+	is.Equal(strings.Count(logs.String(), "instance discarded"), 1)
+}
+
 func TestStats(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)

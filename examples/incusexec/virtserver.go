@@ -137,8 +137,15 @@ func cmdVirtServer(ctx context.Context, a *app, args []string) error {
 		execCmd = []string{helper, relay.Path()}
 	}
 	a.log.Debug("execute command", "argv", execCmd)
+	// The testbed's commands write their output into a directory shared
+	// with the instance when the daemon is on this host and places its
+	// instances here (its unix socket, not a cluster).
+	outputDir := ""
+	if a.g.remote == "" && !c.IsClustered() {
+		outputDir = os.TempDir()
+	}
 	tb, err := virtserver.NewIncus(virtserver.IncusConfig{
-		Manager: m, Client: c, Spec: va.Spec, Spares: -1, Exec: execCmd, Logger: a.log,
+		Manager: m, Client: c, Spec: va.Spec, Spares: -1, Exec: execCmd, Logger: a.log, OutputDir: outputDir,
 		// A spare refilled beside the tests pays off only with CPUs to
 		// spare (see IncusConfig.Refill): not on a host of two.
 		Refill: runtime.NumCPU() > 2,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incusexec/incusexec/instance"
 	"github.com/incusexec/incusexec/internal/incustest"
 	"github.com/matryer/is"
 )
@@ -367,7 +369,25 @@ func TestBenchVirtServer(t *testing.T) {
 	}
 	stockEnv := []string{"INCUS_DIR=" + d.Dir}
 	stock := []string{"/usr/bin/autopkgtest-virt-incus", image, "--", "--profile", profile}
-	ours := []string{filepath.Join(buildServer(t), virtServerName), "--socket=" + d.Socket, "--owner=" + incustest.UniqueName("avsbench"), image, "--", "--profile", profile}
+	owner := incustest.UniqueName("avsbench")
+	ours := []string{filepath.Join(buildServer(t), virtServerName), "--socket=" + d.Socket, "--owner=" + owner, image, "--", "--profile", profile}
+	// Our close leaves the stops and deletions to incusd (see
+	// virtserver.Incus.Close): how long after autopkgtest's exit the
+	// instances were gone, for the table.
+	m, err := instance.New(d.Client, instance.Config{Owner: owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	goneAfter := func() float64 {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if left := waitGone(ctx, t, m); len(left) != 0 {
+			t.Fatalf("left behind by the server: %v", left)
+		}
+		return time.Since(start).Seconds()
+	}
 
 	// Totals from plain runs, alternating; the breakdown from one run each
 	// through the shim and the timer, whose own processes (one per testbed
@@ -378,13 +398,15 @@ func TestBenchVirtServer(t *testing.T) {
 	// fill), and it was always the stock server's.
 	runBenchAutopkgtest(t, stockEnv, "", stock)
 	runBenchAutopkgtest(t, nil, "", ours)
+	goneAfter()
 	const plainRuns = 3
-	var ts, to, bs, bo []float64
+	var ts, to, bs, bo, gone []float64
 	for range plainRuns {
 		r := runBenchAutopkgtest(t, stockEnv, "", stock)
 		ts, bs = append(ts, r.total.Seconds()), append(bs, r.busy)
 		r = runBenchAutopkgtest(t, nil, "", ours)
 		to, bo = append(to, r.total.Seconds()), append(bo, r.busy)
+		gone = append(gone, goneAfter())
 	}
 	rs := runBenchAutopkgtest(t, stockEnv, shim, stock)
 	ro := runBenchAutopkgtest(t, nil, shim, ours)
@@ -406,6 +428,7 @@ func TestBenchVirtServer(t *testing.T) {
 		row(fmt.Sprintf("  plain run %d", i+1), ts[i], to[i])
 	}
 	fmt.Printf("| %-40s | %9.0f%% | %9.0f%% | %6s |\n", "  CPUs busy during them (mean)", 100*mean(bs), 100*mean(bo), "-")
+	fmt.Printf("| %-40s | %10s | %10.2f | %6s |\n", "  instances gone after its exit (mean)", "0 (waited)", mean(gone), "-")
 	fmt.Printf("| %-40s | %10s | %10s | %6s |\n", "timed run (shim and timer in front):", "", "", "")
 	row("  total", rs.total.Seconds(), ro.total.Seconds())
 	row("  open", mean(rs.cmds["open"]), mean(ro.cmds["open"]))

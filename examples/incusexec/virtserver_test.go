@@ -490,13 +490,14 @@ func TestVirtServerSignals(t *testing.T) {
 				_, err := m.GC(ctx, instance.GCOptions{})
 				is.NoErr(err)
 			}
-			left, err := m.List(ctx)
-			is.NoErr(err)
-			is.Equal(len(left), 0)
+			is.Equal(len(waitGone(ctx, t, m)), 0)
 			if sig == syscall.SIGTERM {
 				relays, err := filepath.Glob(filepath.Join(tmp, "incusexec-relay-*"))
 				is.NoErr(err)
 				is.Equal(len(relays), 0) // the relay's socket directory is gone too
+				outs, err := filepath.Glob(filepath.Join(tmp, "incusexec-output-*"))
+				is.NoErr(err)
+				is.Equal(len(outs), 0) // and the testbed's output directory
 			}
 		})
 	}
@@ -614,12 +615,30 @@ func assertNothingLeft(ctx context.Context, t *testing.T, d *incustest.Daemon, o
 		t.Fatal(err)
 	}
 	defer m.Close()
-	left, err := m.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(left) != 0 {
+	if left := waitGone(ctx, t, m); len(left) != 0 {
 		t.Fatalf("left behind by the server: %v", left)
+	}
+}
+
+// discardWait bounds how long the instances a server discarded at close
+// take to go: incusd stops and deletes them after the server has exited
+// (virtserver.Incus.Close), which takes about a second.
+const discardWait = 30 * time.Second
+
+// waitGone returns m's instances once there are none, or those still
+// there after discardWait.
+func waitGone(ctx context.Context, t *testing.T, m *instance.Manager) []string {
+	t.Helper()
+	deadline := time.Now().Add(discardWait)
+	for {
+		left, err := m.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -18,7 +18,7 @@ var ErrUsage = errors.New("bad arguments")
 //
 // The launch arguments understood are -p/--profile, -c/--config,
 // -s/--storage, -n/--network, --vm, -e/--ephemeral (every testbed is
-// deleted anyway) and --no-profiles; anything else is refused by name.
+// ephemeral anyway) and --no-profiles; anything else is refused by name.
 type Args struct {
 	Image string
 	VM    bool

@@ -23,7 +23,11 @@
 // beside the tests. With IncusConfig.Refill a new spare boots after each
 // revert; without (the reference binary's choice on two CPUs or fewer,
 // where a boot beside the tests slows them about as much as it saves),
-// later reverts boot their instance when asked. Reboot restarts the
+// later reverts boot their instance when asked. The instances are
+// ephemeral, as the stock server's are, and Close discards them
+// (instance.Discard): it returns once incusd has taken their forced
+// stops, and incusd deletes them as they stop, without autopkgtest
+// waiting for it. Reboot restarts the
 // instance and tells the new boot by the host PID of its init, which does
 // not depend on lxcfs; copies go through the instance's file and tree
 // transfer.
@@ -34,7 +38,10 @@
 // status returned (255 becomes 253: autopkgtest keeps 254 and 255 for
 // failures of the execute command itself), and background processes still
 // holding its output pipes killed once it exits, so that they cannot hang
-// it. It goes through instance.Exec, whose recorded output is never lost.
+// it. It goes through instance.Exec, whose recorded output is never lost;
+// with IncusConfig.OutputDir (the reference binary's choice when the
+// daemon is on this host) the output comes through a directory shared
+// with the instance (instance.OutputDir), which halves a command's cost.
 // The reference binary serves Incus.Execute on an execrelay.Relay in the
 // server process, so that a testbed command runs on the server's own
 // connection to the daemon and the execute command is a small static

@@ -116,6 +116,10 @@ type Config struct {
 	// Claim returns ErrEmpty at once instead of waiting when no instance is
 	// ready.
 	Manual bool
+	// Discard makes Close and GC get rid of running ephemeral instances
+	// with instance.Discard: they return once the server has taken the
+	// stops and deletes them on its own, instead of waiting for them to go.
+	Discard bool
 }
 
 // Pool is a warm pool. It is safe for concurrent use.
@@ -662,7 +666,13 @@ func (p *Pool) deleteAll(ctx context.Context, names []string) ([]string, error) 
 	g.SetLimit(max(p.cfg.Refill, 4))
 	for _, name := range names {
 		g.Go(func() error {
-			err := p.cfg.Manager.Instance(name).Delete(ctx)
+			in := p.cfg.Manager.Instance(name)
+			var err error
+			if p.cfg.Discard {
+				err = in.Discard(ctx)
+			} else {
+				err = in.Delete(ctx)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
