@@ -17,21 +17,23 @@ import (
 // OutputDir is a directory that this host and an instance share: Host on
 // this host is the source of a disk device of the instance, mounted at
 // Guest inside it (OutputDir.Device). Told of one (UseOutputDir), Exec
-// has the instance write each command's stdout and stderr into files
-// there and reads them from Host, instead of asking the server for its
-// recorded output files. They are regular files as those are, so nothing
-// is lost however busy the host (see "Exec output" in the README); what
-// goes is the two requests per command for the files, whose handling in
-// incusd (the instance and its pool loaded from the database, the volume
-// mounted, an event sent) also delays the next command: back to back,
-// `true` took 23 ms through the directory against 50 ms recorded (medians
-// of 50 on a Debian container, 2026-12-01).
+// makes two empty files there for each command, which the command's
+// wrapper opens as its stdout and stderr, and reads them from Host,
+// instead of asking the server for its recorded output files. They are
+// regular files as those are, so nothing is lost however busy the host
+// (see "Exec output" in the README); what goes is the two requests per
+// command for the files, whose handling in incusd (the instance and its
+// pool loaded from the database, the volume mounted, an event sent) also
+// delays the next command: back to back, `true` took 23 ms through the
+// directory against 50 ms recorded (medians of 50 on a Debian container,
+// 2026-12-01).
 //
 // It needs the server on this host (reached over its unix socket, not a
 // cluster) and a container: the device's source is this host's path.
-// Anyone in the instance may create files there (mode 1733: not list or
-// read other users' files); Host should be a directory of its own,
-// removed once its instances are gone.
+// The instance can only write into the files Exec made (mode 0622): the
+// directory (mode 0711, this host's) lets it neither list, create,
+// remove nor rename anything, nor read a file. Host should be a directory
+// of its own, removed when the caller is done with the instance.
 type OutputDir struct {
 	Host  string // absolute path on this host
 	Guest string // absolute path in the instance, not under /run, /tmp or /dev (mounted over at boot)
@@ -44,7 +46,7 @@ var ErrOutputDir = executor.Sentinel("output directory unavailable", executor.Er
 
 // NewOutputDir makes a new private directory under parent (the system's
 // temporary directory when "") to be shared at guest: Host is
-// <parent>/incusexec-output-<random>/io, mode 1733 inside a 0700 parent
+// <parent>/incusexec-output-<random>/io, mode 0711 inside a 0700 parent
 // that the caller removes (RemoveAll of filepath.Dir(Host)) when done.
 func NewOutputDir(parent, guest string) (OutputDir, error) {
 	if !path.IsAbs(guest) || path.Clean(guest) != guest || guest == "/" {
@@ -55,9 +57,9 @@ func NewOutputDir(parent, guest string) (OutputDir, error) {
 		return OutputDir{}, fmt.Errorf("%w: %w", ErrOutputDir, err)
 	}
 	host := filepath.Join(top, "io")
-	// Chmod after Mkdir: the umask would take the bits off.
+	// Chmod after Mkdir: the umask could take bits off.
 	if err := os.Mkdir(host, 0o700); err == nil {
-		err = os.Chmod(host, os.ModeSticky|0o733)
+		err = os.Chmod(host, 0o711)
 	}
 	if err != nil {
 		_ = os.RemoveAll(top)
@@ -89,12 +91,12 @@ func (in *Instance) UseOutputDir(ctx context.Context, d OutputDir) error {
 		return fmt.Errorf("%w: instance %s: the client has no raw API to run commands through %s", ErrOutputDir, in.name, d.Host)
 	}
 	req, err := in.execRequest(ctx, executor.Cmd{Args: []string{"true"}})
-	if err != nil {
-		return err
-	}
-	code, err := in.execRecorded(ctx, raw, req, executor.Cmd{Args: req.Command}, in.m.cfg.KillGrace, &d)
-	if err == nil && code != 0 {
-		err = fmt.Errorf("true: exit status %d", code)
+	if err == nil {
+		var code int
+		code, err = in.execRecorded(ctx, raw, req, executor.Cmd{}, in.m.cfg.KillGrace, &d)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("true: exit status %d", code)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("%w: instance %s: trying %s (%s on this host): %w", ErrOutputDir, in.name, d.Guest, d.Host, err)
@@ -112,8 +114,9 @@ func (in *Instance) outputDir() *OutputDir {
 }
 
 // errNotShared says that a command run through an output directory wrote
-// nothing there: the directory is not the instance's device.
-var errNotShared = errors.New("the instance wrote no output file there")
+// nothing there, not even its wrapper's pid line: the directory is not
+// the instance's device.
+var errNotShared = errors.New("the instance wrote nothing into its files there")
 
 // sharedFiles are one command's output files in an output directory.
 type sharedFiles struct {
@@ -121,11 +124,28 @@ type sharedFiles struct {
 	guest string // the same in the instance
 }
 
-func newSharedFiles(d *OutputDir) sharedFiles {
+// newSharedFiles makes the two empty files of a command in d, writable
+// by everyone (the command's user in the instance is nobody here) and
+// readable by this host's user alone.
+func newSharedFiles(d *OutputDir) (sharedFiles, error) {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	name := "exec_" + hex.EncodeToString(b)
-	return sharedFiles{host: filepath.Join(d.Host, name), guest: path.Join(d.Guest, name)}
+	f := sharedFiles{host: filepath.Join(d.Host, name), guest: path.Join(d.Guest, name)}
+	for _, suffix := range []string{".stdout", ".stderr"} {
+		file, err := os.OpenFile(f.host+suffix, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			err = file.Chmod(0o622) // not subject to the umask
+			if cerr := file.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			f.remove()
+			return sharedFiles{}, fmt.Errorf("%w: %w", ErrOutputDir, err)
+		}
+	}
+	return f, nil
 }
 
 // sharedPrefix redirects the wrapper's own stdout and stderr into the
@@ -146,7 +166,7 @@ func sharedRequest(req api.InstanceExecPost, f sharedFiles) api.InstanceExecPost
 	return req
 }
 
-// remove deletes the files (those not written are fine).
+// remove deletes the files.
 func (f sharedFiles) remove() {
 	_ = os.Remove(f.host + ".stdout")
 	_ = os.Remove(f.host + ".stderr")

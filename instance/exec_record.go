@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -64,17 +63,20 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 	defer cancel()
 	name := req.Command[0]
 	req, fifo := recordedRequest(req, cmd.Stdin != nil)
-	var shared sharedFiles
-	if dir != nil {
-		shared = newSharedFiles(dir)
-		req = sharedRequest(req, shared)
-	}
 	srv, err := newRawServer(raw)
 	if err != nil {
 		return -1, fmt.Errorf("%w: instance %s: exec %s: %w", ErrExec, in.name, name, err)
 	}
+	var shared sharedFiles
+	if dir != nil {
+		if shared, err = newSharedFiles(dir); err != nil {
+			return -1, fmt.Errorf("%w: instance %s: exec %s: %w", ErrExec, in.name, name, err)
+		}
+		req = sharedRequest(req, shared)
+	}
 	id, err := srv.startExec(in.name, req)
 	if err != nil {
+		shared.remove()
 		return -1, in.execStartErr(err, name)
 	}
 	stdout, stderr := outputs(cmd.Stdout, cmd.Stderr)
@@ -110,9 +112,9 @@ func (in *Instance) execRecorded(ctx context.Context, raw rawAPI, req api.Instan
 		}
 	}
 	code, err := in.recordedResult(name, rec, w.res, stopErr)
-	if err == nil && dir != nil && rec.stderr.missing {
-		// The wrapper writes its pid line before anything runs: no file,
-		// no run (a missing shell is errNoWrapper above).
+	if err == nil && dir != nil && !rec.stderr.sawMarker && rec.stdout.off == 0 && rec.stderr.off == 0 {
+		// The wrapper writes its pid line before anything runs: nothing
+		// written, nothing run (a missing shell is errNoWrapper above).
 		return -1, fmt.Errorf("%w: instance %s: exec %s: %w: %s, %s on this host: %w", ErrExec, in.name, name, ErrOutputDir, dir.Guest, dir.Host, errNotShared)
 	}
 	keep = err == nil && in.m.cfg.KeepExecOutputUpTo > 0 && rec.size() <= in.m.cfg.KeepExecOutputUpTo
@@ -386,8 +388,6 @@ type follower struct {
 	held      []byte // start of the file while the header is incomplete
 	sawMarker bool
 	pid       int
-
-	missing bool // an output directory's file was not there at the end
 }
 
 // path is the file's API path, with the project.
@@ -436,18 +436,15 @@ func (f *follower) pull() (int64, error) {
 	return n, err
 }
 
-// pullLocal is pull from an output directory's file on this host. The
-// instance can replace its files (the command may delete its own output
-// file and put something else under its name): what is opened must be a
-// regular file, not a symbolic link to a file of this host (which this
-// process might read and the instance not) nor a FIFO (which would block).
+// pullLocal is pull from an output directory's file on this host, which
+// Exec made and the instance cannot replace (see OutputDir); it is
+// opened as if it could all the same: not through a symbolic link, not
+// as a terminal, not blocking on a FIFO, and read only if regular. A pull
+// reads no further than the file's size when it starts, and while the
+// command runs at most maxPull, so that a command writing without end
+// neither keeps it reading nor its caller from stopping the command.
 func (f *follower) pullLocal() (int64, error) {
-	file, err := os.OpenFile(f.rec.local+f.suffix, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Not yet written; at the end, recordedResult says what that means.
-		f.missing = f.final
-		return 0, nil
-	}
+	file, err := os.OpenFile(f.rec.local+f.suffix, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if errors.Is(err, syscall.ELOOP) {
 		return 0, fmt.Errorf("%s: %w: a symbolic link", f.suffix, errNotRegular)
 	}
@@ -455,16 +452,33 @@ func (f *follower) pullLocal() (int64, error) {
 		return 0, err
 	}
 	defer file.Close()
-	if fi, err := file.Stat(); err != nil {
+	fi, err := file.Stat()
+	if err != nil {
 		return 0, err
-	} else if !fi.Mode().IsRegular() {
+	}
+	if !fi.Mode().IsRegular() {
 		return 0, fmt.Errorf("%s: %w: %s", f.suffix, errNotRegular, fi.Mode().Type())
+	}
+	n := fi.Size() - f.off
+	if !f.final {
+		n = min(n, maxPull)
+	}
+	if n <= 0 {
+		return 0, nil
 	}
 	if _, err := file.Seek(f.off, io.SeekStart); err != nil {
 		return 0, err
 	}
-	return io.Copy(writerFunc(f.consume), file)
+	got, err := io.CopyN(writerFunc(f.consume), file, n)
+	if errors.Is(err, io.EOF) {
+		err = nil // the command truncated it meanwhile
+	}
+	return got, err
 }
+
+// maxPull bounds one read of an output directory's file while its
+// command runs.
+const maxPull = 16 << 20
 
 // errNotRegular: an output directory's file was replaced by something
 // else; nothing is read from it.

@@ -162,7 +162,9 @@ func (in *Instance) Delete(ctx context.Context) error {
 // container took 0.72-0.79 s here, of which 0.14-0.21 CPU-seconds (the
 // kernel's and incusd's teardown), and the deletion after it 0.04-0.07 s
 // (2026-12-01). Until it is gone the instance keeps its owner label, so
-// that the owner's GC removes it should the server fail to.
+// that the owner's GC removes it should the server fail to: a deletion
+// that fails after the stop, or a stop sent while a restart is under way,
+// which the restart takes over (the instance comes back up).
 //
 // An instance that is not ephemeral, or not running, is deleted as Delete
 // does; one already gone is fine.

@@ -140,7 +140,7 @@ func (w *readyWait) timeout(stage string) error {
 func (w *readyWait) running() (bool, string, error) {
 	inst, _, err := incusop.Bind(w.ctx, w.in.m.c).GetInstance(w.in.name)
 	if err != nil {
-		return false, "", wrapErr(err, w.in.name, "get")
+		return false, "", goneWhileWaiting(wrapErr(err, w.in.name, "get"))
 	}
 	switch inst.StatusCode {
 	case api.Running:
@@ -154,12 +154,22 @@ func (w *readyWait) running() (bool, string, error) {
 func (w *readyWait) state() (*api.InstanceState, error) {
 	st, _, err := incusop.Bind(w.ctx, w.in.m.c).GetInstanceState(w.in.name)
 	if err != nil {
-		return nil, wrapErr(err, w.in.name, "get state")
+		return nil, goneWhileWaiting(wrapErr(err, w.in.name, "get state"))
 	}
 	if st.StatusCode == api.Stopped || st.StatusCode == api.Error {
 		return nil, fmt.Errorf("%w (status %s)", ErrNotRunning, st.Status)
 	}
 	return st, nil
+}
+
+// goneWhileWaiting makes an instance that vanished during the wait (an
+// ephemeral one is deleted by the server when it stops: its init exited)
+// not running as well as not found.
+func goneWhileWaiting(err error) error {
+	if isGone(err) {
+		return fmt.Errorf("%w (gone: an ephemeral instance is deleted when it stops): %w", ErrNotRunning, err)
+	}
+	return err
 }
 
 func (w *readyWait) agent() (bool, string, error) {

@@ -182,6 +182,15 @@ func (t *Incus) Open(ctx context.Context) error {
 		t.cfg.Spec.Devices = devs // the spares' too
 	}
 	in, err := t.cfg.Manager.Create(ctx, t.cfg.Spec)
+	if err != nil && t.out != nil && ctx.Err() == nil && !errors.Is(err, instance.ErrNotFound) {
+		// The daemon may refuse the device (a project restricting disk
+		// devices, a host path it does not see): without it, then.
+		t.log.Warn("cannot create the testbed with its output directory; creating it without", "dir", t.out.Host, "err", err)
+		if rerr := t.dropOutputDir(); rerr != nil {
+			t.log.Warn("remove output directory", "err", rerr)
+		}
+		in, err = t.cfg.Manager.Create(ctx, t.cfg.Spec)
+	}
 	if err != nil {
 		return err
 	}
@@ -246,6 +255,20 @@ const GuestOutputDir = "/var/lib/incusexec/output"
 
 // outputDevice names the output directory's disk device.
 const outputDevice = "incusexec-output"
+
+// dropOutputDir takes the output directory's device out of the spec and
+// removes the directory.
+func (t *Incus) dropOutputDir() error {
+	devs := maps.Clone(t.cfg.Spec.Devices)
+	delete(devs, outputDevice)
+	t.cfg.Spec.Devices = devs
+	out := t.out
+	t.out = nil
+	if out == nil {
+		return nil
+	}
+	return os.RemoveAll(filepath.Dir(out.Host))
+}
 
 // useOutputDir has in's commands write their output through the output
 // directory, if there is one; when that fails (logged), they go on
@@ -429,11 +452,7 @@ func (t *Incus) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	t.deletes.Wait()
-	var outErr error
-	if t.out != nil {
-		outErr = os.RemoveAll(filepath.Dir(t.out.Host))
-		t.out = nil
-	}
+	outErr := t.dropOutputDir()
 	return errors.Join(append(retErrs, poolErr, delErr, outErr)...)
 }
 

@@ -118,7 +118,8 @@ type Config struct {
 	Manual bool
 	// Discard makes Close and GC get rid of running ephemeral instances
 	// with instance.Discard: they return once the server has taken the
-	// stops and deletes them on its own, instead of waiting for them to go.
+	// stops and deletes them on its own, instead of waiting for them to go
+	// (GC counts them deleted).
 	Discard bool
 }
 
