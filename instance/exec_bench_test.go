@@ -18,7 +18,8 @@ import (
 // BenchmarkExecPaths times one command through Exec's recorded default,
 // its websocket path (Cmd.Stream), `incus exec` and an output directory
 // (UseOutputDir), in rotating order on one busybox container, and prints
-// medians with ratios side by side. Run it once:
+// medians with ratios side by side; then `true` back to back through the
+// recorded path and the output directory. Run it once:
 //
 //	go test -run '^$' -bench ExecPaths -benchtime 1x ./instance/
 func BenchmarkExecPaths(b *testing.B) {
@@ -87,6 +88,33 @@ func BenchmarkExecPaths(b *testing.B) {
 			rec.Round(100*time.Microsecond), ws.Round(100*time.Microsecond), ref.Round(100*time.Microsecond), dir.Round(100*time.Microsecond),
 			float64(rec)/float64(ref), float64(ws)/float64(ref), float64(rec)/float64(ws), float64(dir)/float64(rec))
 	}
+	benchBackToBack(b, ctx, in, shared)
+}
+
+// benchBackToBack times `true` run back to back, as a test suite's
+// commands come: in alternating blocks of 25 through the recorded path
+// and through the output directory (each request of a command's output
+// also delays the next command).
+func benchBackToBack(b *testing.B, ctx context.Context, recorded, shared *instance.Instance) {
+	sides := []*instance.Instance{recorded, shared}
+	times := make([][]time.Duration, len(sides))
+	for block := range 4 {
+		k := block % len(sides)
+		for range 25 {
+			t0 := time.Now()
+			code, err := sides[k].Exec(ctx, executor.Cmd{Args: []string{"true"}})
+			if err == nil && code != 0 {
+				err = fmt.Errorf("exit %d", code)
+			}
+			if err != nil {
+				b.Fatalf("back to back: %v", err)
+			}
+			times[k] = append(times[k], time.Since(t0))
+		}
+	}
+	rec, dir := med(times[0]), med(times[1])
+	fmt.Printf("\n| back to back (×50, blocks of 25) | recorded p50 | output directory p50 | directory/recorded |\n|---|---|---|---|\n")
+	fmt.Printf("| true | %v | %v | %.2fx |\n", rec.Round(100*time.Microsecond), dir.Round(100*time.Microsecond), float64(dir)/float64(rec))
 }
 
 func med(ds []time.Duration) time.Duration {
