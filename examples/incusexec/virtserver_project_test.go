@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -58,26 +55,9 @@ func TestVirtServerOpenWithoutOutputDevice(t *testing.T) {
 	})
 
 	tmp := t.TempDir()
-	server := filepath.Join(serverOnPath(t), virtServerName)
-	cmd := exec.CommandContext(ctx, server, "--socket="+d.Socket, "--project="+project, "--owner="+m.Owner(), "-d", image, "--", "--profile", profile)
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	var logs strings.Builder
-	cmd.Stderr = &logs
-	is.NoErr(cmd.Start())
-	r := bufio.NewReader(out)
-	ask := func(req string) string {
-		t.Helper()
-		if req != "" {
-			io.WriteString(in, req+"\n")
-		}
-		line, err := r.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "ok") {
-			t.Fatalf("%s: %q, %v; server's log:\n%s", req, line, err, logs.String())
-		}
-		return strings.TrimSpace(strings.TrimPrefix(line, "ok"))
-	}
+	srv := startServer(ctx, t, []string{"TMPDIR=" + tmp}, filepath.Join(serverOnPath(t), virtServerName),
+		"--socket="+d.Socket, "--project="+project, "--owner="+m.Owner(), "-d", image, "--", "--profile", profile)
+	ask := srv.ask
 	ask("")
 	ask("open")
 	argv := parseExecuteCommand(t, "ok "+ask("print-execute-command"))
@@ -94,11 +74,8 @@ func TestVirtServerOpenWithoutOutputDevice(t *testing.T) {
 	var files []string
 	is.NoErr(resp.MetadataAsStruct(&files))
 	is.True(len(files) > 0)
-	ask("close")
-	io.WriteString(in, "quit\n")
-	in.Close()
-	is.NoErr(cmd.Wait())
-	is.True(strings.Contains(logs.String(), "cannot create the testbed with its output directory")) // the fallback
+	is.NoErr(srv.closeAndQuit())
+	is.True(strings.Contains(srv.logs.String(), "cannot create the testbed with its output directory")) // the fallback
 	is.Equal(len(waitGone(ctx, t, m)), 0)
 	left, err := filepath.Glob(filepath.Join(tmp, "incusexec-output-*"))
 	is.NoErr(err)

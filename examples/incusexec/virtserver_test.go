@@ -560,23 +560,9 @@ func TestVirtServerRevertsTwice(t *testing.T) {
 	owner := incustest.UniqueName("avs")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, server, "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	is.NoErr(cmd.Start())
-	r := bufio.NewReader(out)
-	ask := func(req string) string {
-		t.Helper()
-		if req != "" {
-			io.WriteString(in, req+"\n")
-		}
-		line, err := r.ReadString('\n')
-		is.NoErr(err)
-		is.True(strings.HasPrefix(line, "ok")) // the server's reply
-		return strings.TrimSpace(strings.TrimPrefix(line, "ok"))
-	}
-	execCmd := func() []string { return parseExecuteCommand(t, ask("print-execute-command")) }
+	srv := startServer(ctx, t, nil, server, "--socket="+d.Socket, "--owner="+owner, image, "--", "--profile", profile)
+	ask := srv.ask
+	execCmd := func() []string { return parseExecuteCommand(t, "ok "+ask("print-execute-command")) }
 	run := func(argv []string, script string) (string, int) {
 		b, err := exec.Command(argv[0], append(argv[1:], "sh", "-c", script)...).Output()
 		return string(b), exitCode(err)
@@ -600,11 +586,56 @@ func TestVirtServerRevertsTwice(t *testing.T) {
 		is.Equal(code, 255) // the instance it names is not the testbed any more
 		before = now
 	}
-	ask("close")
-	io.WriteString(in, "quit\n")
-	in.Close()
-	is.NoErr(cmd.Wait())
+	is.NoErr(srv.closeAndQuit())
 	assertNothingLeft(ctx, t, d, owner)
+}
+
+// avsProc is a virt server started by a test, spoken to on its stdin and
+// stdout.
+type avsProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	r    *bufio.Reader
+	logs strings.Builder // its stderr
+}
+
+// startServer starts argv with env added to the environment.
+func startServer(ctx context.Context, t *testing.T, env []string, argv ...string) *avsProc {
+	t.Helper()
+	s := &avsProc{t: t, cmd: exec.CommandContext(ctx, argv[0], argv[1:]...)}
+	s.cmd.Env = append(os.Environ(), env...)
+	s.in, _ = s.cmd.StdinPipe()
+	out, _ := s.cmd.StdoutPipe()
+	s.cmd.Stderr = &s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.r = bufio.NewReader(out)
+	return s
+}
+
+// ask sends req ("" reads the greeting) and returns the words after "ok";
+// any other reply fails the test, with what the server logged.
+func (s *avsProc) ask(req string) string {
+	s.t.Helper()
+	if req != "" {
+		io.WriteString(s.in, req+"\n")
+	}
+	line, err := s.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ok") {
+		s.t.Fatalf("%s: reply %q, %v; the server's stderr:\n%s", req, line, err, s.logs.String())
+	}
+	return strings.TrimSpace(strings.TrimPrefix(line, "ok"))
+}
+
+// closeAndQuit closes the testbed, quits and waits for the server's exit.
+func (s *avsProc) closeAndQuit() error {
+	s.t.Helper()
+	s.ask("close")
+	io.WriteString(s.in, "quit\n")
+	s.in.Close()
+	return s.cmd.Wait()
 }
 
 // assertNothingLeft fails t when an instance of owner is left on d.
