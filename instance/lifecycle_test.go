@@ -299,6 +299,18 @@ func TestDiscard(t *testing.T) {
 	is.Equal(strings.Count(logs.String(), "instance discarded"), 1)
 }
 
+// TestWaitReadyGone: an instance that is not there while it is waited for
+// (an ephemeral one that the server deleted when its init exited) is not
+// running, and not found.
+func TestWaitReadyGone(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, m, _ := setup(t, instance.Config{})
+	err := m.Instance(incustest.UniqueName("gone-")).WaitReady(ctxFor(t, time.Minute), instance.Ready{Systemd: true})
+	is.True(errors.Is(err, instance.ErrNotRunning))
+	is.True(errors.Is(err, instance.ErrNotFound))
+}
+
 func TestStats(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)

@@ -175,7 +175,7 @@ func goneWhileWaiting(err error) error {
 func (w *readyWait) agent() (bool, string, error) {
 	inst, _, err := incusop.Bind(w.ctx, w.in.m.c).GetInstance(w.in.name)
 	if err != nil {
-		return false, "", wrapErr(err, w.in.name, "get")
+		return false, "", goneWhileWaiting(wrapErr(err, w.in.name, "get"))
 	}
 	if inst.Type != string(api.InstanceTypeVM) {
 		return true, "", nil
