@@ -60,7 +60,7 @@ type IncusConfig struct {
 	// testbed makes its output directory (instance.NewOutputDir), shared
 	// with its instances at GuestOutputDir: testbed commands then write
 	// their output there instead of asking the server for its recorded
-	// files, which halves their cost (see instance.OutputDir). Only for a
+	// files, about 0.6x the cost (see instance.OutputDir). Only for a
 	// server on this host (its unix socket) and containers: with Spec.VM
 	// it is not used. The directory goes at Close.
 	OutputDir string
