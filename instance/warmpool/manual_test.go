@@ -3,6 +3,9 @@ package warmpool_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,4 +84,55 @@ func TestManualPoolFillDetachClaim(t *testing.T) {
 	names, err = e.m.List(ctx)
 	is.NoErr(err)
 	is.Equal(len(names), 0)
+}
+
+// TestCloseDiscards: with Config.Discard, Close leaves the pool's running
+// ephemeral instances to the server (instance.Discard), which deletes
+// them.
+func TestCloseDiscards(t *testing.T) {
+	is := is.New(t)
+	e := setup(t)
+	var logs syncBuffer
+	m, err := instance.New(e.d.Client, instance.Config{Owner: e.m.Owner(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	is.NoErr(err)
+	defer m.Close()
+	ctx := ctxFor(t, 3*time.Minute)
+	p, err := warmpool.New(warmpool.Config{
+		Name: incustest.UniqueName("disc-"), Manager: m, Client: e.d.Client, Size: 1, Manual: true, Discard: true,
+		Spec: instance.Spec{Image: incustest.BusyboxAlias, Ephemeral: true, Ready: busyboxReady},
+	})
+	is.NoErr(err)
+	is.NoErr(p.Fill(ctx))
+	is.NoErr(p.Close(ctx))
+	is.True(strings.Contains(logs.String(), "instance discarded")) // left to the server
+	for {
+		names, err := m.List(ctx)
+		is.NoErr(err)
+		if len(names) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("still there: %v", names)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
